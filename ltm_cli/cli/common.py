@@ -1,0 +1,62 @@
+"""What every command shares: the state built by the root callback, and the common options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from ltm_cli.render import Renderer
+
+if TYPE_CHECKING:
+    from ltm_cli.config import Config
+    from ltm_cli.storage.engine import Database
+
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout (for scripts).")
+STORE_OPTION = typer.Option(None, "--store", "-s", help="Memory store to use [env LTM_STORE; default: default].")
+
+
+@dataclass
+class AppState:
+    """Built once per invocation; config and database are resolved only when a command needs them."""
+
+    flags: dict[str, Any] = field(default_factory=dict)
+    json: bool = False
+    quiet: bool = False
+    debug: bool = False
+    _config: Config | None = None
+    _db: Database | None = None
+
+    def config(self) -> Config:
+        if self._config is None:
+            from ltm_cli.config import load_config
+
+            self._config = load_config(self.flags)
+        return self._config
+
+    def db(self) -> Database:
+        if self._db is None:
+            from ltm_cli.storage.engine import Database
+
+            self._db = Database(self.config())
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.dispose()
+
+
+def state(ctx: typer.Context, *, json: bool = False, store: str | None = None) -> AppState:
+    """The invocation's state, with this command's own --json/--store merged in."""
+    app_state: AppState = ctx.find_root().obj
+    if json:
+        app_state.json = True
+    if store:
+        app_state.flags["store"] = store
+        app_state._config = None
+    return app_state
+
+
+def renderer(app_state: AppState, *, jsonl: bool = False) -> Renderer:
+    return Renderer(json_output=app_state.json, jsonl=jsonl, quiet=app_state.quiet)

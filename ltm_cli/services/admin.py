@@ -1,0 +1,153 @@
+"""Database administration: init, status, start/stop of the embedded server, migrations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ltm_cli.errors import InvalidInputError
+from ltm_cli.storage.engine import SCHEMA_HEAD, Database
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    name: str
+    settings: int
+    conversations: int
+    messages: int
+    documents: int
+    chunks: int
+
+
+@dataclass(frozen=True)
+class SpaceCounts:
+    id: int
+    provider: str
+    model: str
+    dim: int
+    vectors: int
+
+
+@dataclass(frozen=True)
+class Status:
+    server: str  # "embedded" or "external"
+    url: str  # password masked
+    server_version: str
+    server_version_num: int
+    pgvector_version: str | None
+    revision: str | None
+    head: str
+    at_head: bool
+    database_size_bytes: int
+    data_dir: str | None
+    stores: list[StoreCounts] = field(default_factory=list)
+    embedding_spaces: list[SpaceCounts] = field(default_factory=list)
+
+
+def init(db: Database) -> Status:
+    """Create the database objects (extension, migrations to head). Idempotent."""
+    db.upgrade("head")
+    return status(db)
+
+
+def status(db: Database) -> Status:
+    from sqlalchemy import text
+
+    revision = db.current_revision()
+    with db.connect(check_schema=False) as conn:
+        version = conn.execute(text("SHOW server_version")).scalar()
+        version_num = int(conn.execute(text("SHOW server_version_num")).scalar())
+        pgvector = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+        size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
+        stores: list[StoreCounts] = []
+        spaces: list[SpaceCounts] = []
+        if revision is not None:
+            rows = conn.execute(text("""
+                SELECT s.name,
+                  (SELECT count(DISTINCT key) FROM settings t WHERE t.store_id = s.id),
+                  (SELECT count(*) FROM conversations c WHERE c.store_id = s.id),
+                  (SELECT count(*) FROM messages m WHERE m.store_id = s.id),
+                  (SELECT count(*) FROM documents d WHERE d.store_id = s.id),
+                  (SELECT count(*) FROM chunks k WHERE k.store_id = s.id)
+                FROM stores s ORDER BY s.name"""))
+            stores = [StoreCounts(*row) for row in rows]
+            rows = conn.execute(text("""
+                SELECT e.id, e.provider, e.model, e.dim,
+                  (SELECT count(*) FROM embeddings v WHERE v.space_id = e.id)
+                FROM embedding_spaces e ORDER BY e.id"""))
+            spaces = [SpaceCounts(*row) for row in rows]
+    data_dir = str(db.config.home_path / "pgdata") if db.is_embedded else None
+    return Status(
+        server="embedded" if db.is_embedded else "external",
+        url=db.display_url,
+        server_version=version,
+        server_version_num=version_num,
+        pgvector_version=pgvector,
+        revision=revision,
+        head=SCHEMA_HEAD,
+        at_head=revision == SCHEMA_HEAD,
+        database_size_bytes=int(size),
+        data_dir=data_dir,
+        stores=stores,
+        embedding_spaces=spaces,
+    )
+
+
+def _embedded_server(db: Database) -> Any:
+    if not db.is_embedded:
+        raise InvalidInputError(
+            "ltm manages only its embedded server, and LTM_DATABASE_URL points at an external one",
+            hint="unset LTM_DATABASE_URL (and --database-url) to use the embedded server",
+        )
+    from ltm_cli.storage.server import EmbeddedServer
+
+    return EmbeddedServer(db.config.home_path)
+
+
+@dataclass(frozen=True)
+class ServerState:
+    running: bool
+    changed: bool
+    pid: int | None
+    data_dir: str
+    socket_dir: str | None
+
+
+def start_server(db: Database) -> ServerState:
+    server = _embedded_server(db)
+    was_running = server.is_running()
+    server.ensure_running()
+    info = server.info()
+    return ServerState(True, not was_running, info.pid, info.data_dir, info.socket_dir)
+
+
+def stop_server(db: Database) -> ServerState:
+    server = _embedded_server(db)
+    db.dispose()
+    changed = server.stop()
+    return ServerState(False, changed, None, str(server.data_dir), str(server.socket_dir))
+
+
+@dataclass(frozen=True)
+class Revision:
+    revision: str
+    down_revision: str | None
+    message: str
+    is_head: bool
+    is_current: bool
+
+
+def migration_history(db: Database | None) -> list[Revision]:
+    from alembic.script import ScriptDirectory
+
+    from ltm_cli.storage.engine import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    current = db.current_revision() if db is not None else None
+    heads = set(script.get_heads())
+    return [
+        Revision(rev.revision, rev.down_revision if isinstance(rev.down_revision, (str, type(None))) else None,
+                 (rev.doc or "").strip().splitlines()[0] if rev.doc else "", rev.revision in heads,
+                 rev.revision == current)
+        for rev in reversed(list(script.walk_revisions()))
+    ]

@@ -1,0 +1,364 @@
+"""Settings memory: append-only, versioned key -> JSON values with the active value one query away."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ltm_cli.errors import ConflictError, InvalidInputError, NotFoundError
+from ltm_cli.storage.stores import lock_store, store_id
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from ltm_cli.storage.engine import Database
+
+KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+MAX_KEY_LENGTH = 256
+
+_ACTIVE_SQL = """
+    SELECT DISTINCT ON (key) key, version, value, deleted, note, author, created_at
+    FROM settings WHERE store_id = :store {extra}
+    ORDER BY key, version DESC
+"""
+
+
+@dataclass(frozen=True)
+class Version:
+    key: str
+    version: int
+    value: Any
+    deleted: bool
+    note: str | None
+    author: str | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class SetResult:
+    key: str
+    version: int
+    value: Any
+    changed: bool  # False when the value was already active and nothing was written
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    diff: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- values and keys -----------------------------------------------------------------------------------
+def validate_key(key: str) -> str:
+    if not key or len(key) > MAX_KEY_LENGTH or not KEY.match(key):
+        raise InvalidInputError(
+            f"invalid setting key {key!r}",
+            hint="use letters, digits, '_' and '-', with dots between segments (e.g. voice.speed)",
+        )
+    return key
+
+
+def parse_value(raw: str, *, force_string: bool = False) -> Any:
+    """JSON when `raw` is valid JSON (1.2, true, null, [..], {..}), else the string itself."""
+    if force_string:
+        return check_value(raw)
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return check_value(raw)
+    return check_value(value)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def check_value(value: Any, key: str = "value") -> Any:
+    """PostgreSQL's jsonb holds no NUL characters and no infinities: say so instead of failing later."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInputError(f"{key} contains a NUL character, which PostgreSQL cannot store")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(f"{key} is not valid Unicode text: {exc.reason}") from exc
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInputError(f"{key} is not a finite number")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_value(k, key)
+            check_value(v, key)
+    elif isinstance(value, list):
+        for v in value:
+            check_value(v, key)
+    return value
+
+
+def canonical(value: Any) -> str:
+    """Equality for 'same value again': type-exact (true is not 1, 1 is not 1.0), key-order free."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _ancestors(key: str) -> list[str]:
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+# -- reading ------------------------------------------------------------------------------------------
+def _row_to_version(row: Any) -> Version:
+    return Version(row.key, row.version, row.value, row.deleted, row.note, row.author, row.created_at)
+
+
+def _active(conn: Connection, store: int, prefix: str | None = None,
+            at: dt.datetime | None = None) -> dict[str, Version]:
+    """Active (not deleted) versions, optionally under `prefix` (the key itself or its subtree) and as of `at`."""
+    from sqlalchemy import text
+
+    extra, params = "", {"store": store}
+    if prefix:
+        extra += " AND (key = :prefix OR starts_with(key, :subtree))"
+        params.update(prefix=prefix, subtree=prefix + ".")
+    if at is not None:
+        extra += " AND created_at <= :at"
+        params["at"] = at
+    rows = conn.execute(text(_ACTIVE_SQL.format(extra=extra)), params)
+    return {row.key: _row_to_version(row) for row in rows if not row.deleted}
+
+
+def _nest(prefix: str, versions: Mapping[str, Version]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key in sorted(versions):
+        node = tree
+        parts = key[len(prefix) + 1:].split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = versions[key].value
+    return tree
+
+
+def get(db: Database, store: str, key: str, *, at: dt.datetime | None = None) -> Any:
+    """The active value of `key`, or its subtree as an object; NotFoundError when neither exists."""
+    validate_key(key)
+    with db.connect() as conn:
+        sid = store_id(conn, store, create=False)
+        found = _active(conn, sid, key, at) if sid is not None else {}
+    if key in found:
+        return found[key].value
+    if found:
+        return _nest(key, found)
+    when = f" at {at.isoformat()}" if at else ""
+    raise NotFoundError(f"setting {key!r} not found in store {store!r}{when}")
+
+
+def list_active(db: Database, store: str, prefix: str | None = None) -> list[Version]:
+    if prefix:
+        validate_key(prefix)
+    with db.connect() as conn:
+        sid = store_id(conn, store, create=False)
+        if sid is None:
+            return []
+        return sorted(_active(conn, sid, prefix).values(), key=lambda v: v.key)
+
+
+def history(db: Database, store: str, key: str | None = None) -> list[Version]:
+    """Every version, deletions included, oldest first: of `key` and its subtree, or of the whole store."""
+    from sqlalchemy import text
+
+    if key:
+        validate_key(key)
+    with db.connect() as conn:
+        sid = store_id(conn, store, create=False)
+        if sid is None:
+            rows = []
+        else:
+            extra = " AND (key = :key OR starts_with(key, :subtree))" if key else ""
+            rows = conn.execute(text(
+                "SELECT key, version, value, deleted, note, author, created_at FROM settings "
+                f"WHERE store_id = :store{extra} ORDER BY created_at, id"),
+                {"store": sid, "key": key, "subtree": f"{key}."})
+        versions = [_row_to_version(r) for r in rows]
+    if key and not versions:
+        raise NotFoundError(f"setting {key!r} has no history in store {store!r}")
+    return versions
+
+
+# -- writing ------------------------------------------------------------------------------------------
+def _check_shape(key: str, active_keys: Iterable[str]) -> None:
+    """A key is either a value or a group of keys, never both."""
+    active = set(active_keys)
+    for ancestor in _ancestors(key):
+        if ancestor in active:
+            raise ConflictError(
+                f"cannot set {key!r}: {ancestor!r} holds a value, and a key cannot be both a value and a group",
+                hint=f"unset {ancestor!r} first, or choose another key",
+            )
+    children = sorted(k for k in active if k.startswith(key + "."))
+    if children:
+        raise ConflictError(
+            f"cannot set {key!r}: it is a group holding {', '.join(children[:3])}"
+            f"{' …' if len(children) > 3 else ''}, and a key cannot be both a value and a group",
+            hint=f"unset {key!r} with --recursive first, or set a key below it",
+        )
+
+
+def _insert(conn: Connection, store: int, key: str, value: Any, *, deleted: bool = False,
+            note: str | None = None, author: str | None = None) -> int:
+    from sqlalchemy import text
+
+    return conn.execute(text("""
+        INSERT INTO settings (store_id, key, version, value, deleted, note, author)
+        SELECT :store, :key, coalesce(max(version), 0) + 1, CAST(:value AS jsonb), :deleted, :note, :author
+        FROM settings WHERE store_id = :store AND key = :key
+        RETURNING version"""), {"store": store, "key": key, "deleted": deleted, "note": note,
+                                "author": author, "value": None if deleted else json.dumps(value)}).scalar()
+
+
+def _writable_store(conn: Connection, store: str) -> int:
+    sid = store_id(conn, store, create=True)
+    lock_store(conn, sid, "settings")
+    return sid
+
+
+def set_value(db: Database, store: str, key: str, value: Any, *, note: str | None = None,
+              author: str | None = None, force: bool = False) -> SetResult:
+    validate_key(key)
+    check_value(value)
+    with db.connect() as conn:
+        sid = _writable_store(conn, store)
+        active = _active(conn, sid)
+        current = active.get(key)
+        if current is not None and not force and canonical(current.value) == canonical(value):
+            return SetResult(key, current.version, current.value, changed=False)
+        _check_shape(key, (k for k in active if k != key))
+        version = _insert(conn, sid, key, value, note=note, author=author)
+    return SetResult(key, version, value, changed=True)
+
+
+def unset(db: Database, store: str, key: str, *, recursive: bool = False, note: str | None = None,
+          author: str | None = None) -> list[str]:
+    """Record deletions (history keeps every old value); returns the keys removed."""
+    validate_key(key)
+    with db.connect() as conn:
+        sid = _writable_store(conn, store)
+        found = _active(conn, sid, key)
+        if not found:
+            raise NotFoundError(f"setting {key!r} not found in store {store!r}")
+        if key not in found and not recursive:
+            raise ConflictError(f"{key!r} is a group of {len(found)} key(s)", hint="add --recursive to unset them all")
+        for k in sorted(found):
+            _insert(conn, sid, k, None, deleted=True, note=note, author=author)
+    return sorted(found)
+
+
+def revert(db: Database, store: str, key: str, *, to_version: int | None = None, at: dt.datetime | None = None,
+           note: str | None = None, author: str | None = None) -> SetResult:
+    """Write a new version equal to an old one (default: the version before the current one)."""
+    from sqlalchemy import text
+
+    validate_key(key)
+    with db.connect() as conn:
+        sid = _writable_store(conn, store)
+        rows = [_row_to_version(r) for r in conn.execute(text(
+            "SELECT key, version, value, deleted, note, author, created_at FROM settings "
+            "WHERE store_id = :s AND key = :k ORDER BY version"), {"s": sid, "k": key})]
+        if not rows:
+            raise NotFoundError(f"setting {key!r} has no history in store {store!r}")
+        if to_version is not None:
+            target = next((r for r in rows if r.version == to_version), None)
+            if target is None:
+                raise NotFoundError(f"setting {key!r} has no version {to_version} (latest is {rows[-1].version})")
+        elif at is not None:
+            earlier = [r for r in rows if r.created_at <= at]
+            if not earlier:
+                raise NotFoundError(f"setting {key!r} did not exist at {at.isoformat()}")
+            target = earlier[-1]
+        else:
+            if len(rows) < 2:
+                raise NotFoundError(f"setting {key!r} has only one version: nothing to revert to")
+            target = rows[-2]
+        note = note or f"revert to version {target.version}"
+        if target.deleted:
+            version = _insert(conn, sid, key, None, deleted=True, note=note, author=author)
+            return SetResult(key, version, None, changed=True)
+        _check_shape(key, (k for k in _active(conn, sid) if k != key))
+        version = _insert(conn, sid, key, target.value, note=note, author=author)
+    return SetResult(key, version, target.value, changed=True)
+
+
+# -- import / export ----------------------------------------------------------------------------------
+def export(db: Database, store: str, prefix: str | None = None) -> dict[str, Any]:
+    """Active values as a flat {dotted.key: value} map."""
+    return {v.key: v.value for v in list_active(db, store, prefix)}
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables (TOML) become dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, full))
+        else:
+            flat[full] = value
+    return flat
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key in sorted(flat):
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = flat[key]
+    return tree
+
+
+def import_values(db: Database, store: str, values: Mapping[str, Any], *, dry_run: bool = False,
+                  note: str | None = None, author: str | None = None) -> ImportResult:
+    """All or nothing: every key is validated (including the value/group rule) before anything is written."""
+    problems = []
+    for key, value in values.items():
+        try:
+            validate_key(key)
+            check_value(value, f"value of {key!r}")
+        except InvalidInputError as exc:
+            problems.append(exc.message)
+    if problems:
+        raise InvalidInputError(f"import rejected, nothing written: {problems[0]}"
+                                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    result = ImportResult(dry_run=dry_run)
+    with db.connect() as conn:
+        sid = _writable_store(conn, store)
+        active = _active(conn, sid)
+        final = {k: v.value for k, v in active.items()} | dict(values)
+        for key in values:
+            try:
+                _check_shape(key, (k for k in final if k != key))
+            except ConflictError as exc:
+                raise ConflictError(f"import rejected, nothing written: {exc.message}") from None
+        for key in sorted(values):
+            value = values[key]
+            current = active.get(key)
+            if current is None:
+                result.added.append(key)
+                result.diff.append({"key": key, "change": "added", "old": None, "new": value})
+            elif canonical(current.value) != canonical(value):
+                result.changed.append(key)
+                result.diff.append({"key": key, "change": "changed", "old": current.value, "new": value})
+            else:
+                result.unchanged.append(key)
+                continue
+            if not dry_run:
+                _insert(conn, sid, key, value, note=note or "import", author=author)
+        if dry_run:
+            conn.rollback()
+    return result

