@@ -8,6 +8,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ltm_cli.errors import ConflictError, InvalidInputError, NotFoundError
@@ -103,8 +104,19 @@ def check_value(value: Any, key: str = "value") -> Any:
 
 
 def canonical(value: Any) -> str:
-    """Equality for 'same value again': type-exact (true is not 1, 1 is not 1.0), key-order free."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    """Equality for 'same value again', as jsonb sees it: numbers by value (JSON has one number type, so
+    1 and 1.0 are equal and 1e16 reads back as 10000000000000000), true is not 1, key order is free."""
+    return json.dumps(_numbers_by_value(value), sort_keys=True, ensure_ascii=False)
+
+
+def _numbers_by_value(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(Decimal(repr(value)))  # the number its JSON text names, as jsonb stores it
+    if isinstance(value, dict):
+        return {k: _numbers_by_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers_by_value(v) for v in value]
+    return value
 
 
 def _ancestors(key: str) -> list[str]:

@@ -1,0 +1,286 @@
+"""Settings memory against the real database, through the real CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ltm_cli.config import load_config
+from ltm_cli.errors import ExitCode, InvalidInputError
+from ltm_cli.services import settings as svc
+from ltm_cli.storage.engine import Database
+from tests.conftest import run_ltm
+
+
+def test_set_then_get_prints_the_number_and_json_returns_a_number(cli):
+    assert cli("settings", "set", "voice.speed", "1.2").exit_code == 0
+    assert cli("settings", "get", "voice.speed").stdout == "1.2\n"
+    assert cli("settings", "get", "voice.speed", "--json").json() == 1.2
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("true", True), ("null", None), ("[1, 2]", [1, 2]), ('{"a": "b"}', {"a": "b"}), ("hello there", "hello there"),
+    ('"quoted"', "quoted"), ("1e3", 1000.0),
+])
+def test_values_are_json_when_valid_else_strings(cli, raw, expected):
+    cli("settings", "set", "k", raw)
+    assert cli("settings", "get", "k", "--json").json() == expected
+
+
+def test_string_flag_keeps_json_looking_text_as_a_string(cli):
+    cli("settings", "set", "k", "1.2", "--string")
+    assert cli("settings", "get", "k", "--json").json() == "1.2"
+
+
+def test_strings_print_raw_for_shell_substitution(cli):
+    cli("settings", "set", "prompts.system", "You are \"helpful\".")
+    assert cli("settings", "get", "prompts.system").stdout == 'You are "helpful".'
+
+
+def test_setting_the_same_value_again_records_no_version_unless_forced(cli):
+    cli("settings", "set", "a", "1")
+    again = cli("settings", "set", "a", "1", "--json")
+    assert again.json()["changed"] is False
+    assert len(cli("settings", "history", "a", "--json").json()) == 1
+    cli("settings", "set", "a", "1", "--force")
+    assert len(cli("settings", "history", "a", "--json").json()) == 2
+
+
+def test_true_and_one_are_different_values(cli):
+    cli("settings", "set", "a", "1")
+    assert cli("settings", "set", "a", "true", "--json").json()["changed"] is True
+
+
+def test_get_of_a_group_returns_the_subtree(cli):
+    cli("settings", "set", "voice.speed", "1.2")
+    cli("settings", "set", "voice.pitch.base", "3")
+    cli("settings", "set", "voiceover", "x")
+    assert cli("settings", "get", "voice", "--json").json() == {"speed": 1.2, "pitch": {"base": 3}}
+
+
+def test_missing_key_exits_not_found_unless_default_given(cli):
+    missing = cli("settings", "get", "nope")
+    assert missing.exit_code == ExitCode.NOT_FOUND
+    assert missing.stderr.startswith("error:") and "nope" in missing.stderr
+    with_default = cli("settings", "get", "nope", "--default", "0.5", "--json")
+    assert with_default.exit_code == 0 and with_default.json() == 0.5
+
+
+@pytest.mark.parametrize("bad", ["", "a..b", ".a", "a.", "a b", "ü", "a/b"])
+def test_invalid_keys_are_rejected_with_invalid_input(cli, bad):
+    result = cli("settings", "set", bad, "1")
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    assert "invalid setting key" in result.stderr
+
+
+def test_a_key_cannot_be_both_a_value_and_a_group(cli):
+    cli("settings", "set", "voice", "1")
+    child = cli("settings", "set", "voice.speed", "2")
+    assert child.exit_code == ExitCode.CONFLICT
+    assert "both a value and a group" in child.stderr
+    cli("settings", "set", "tone.warmth", "2")
+    parent = cli("settings", "set", "tone", "1")
+    assert parent.exit_code == ExitCode.CONFLICT
+
+
+def test_unset_records_a_deletion_that_history_keeps(cli):
+    cli("settings", "set", "a", "1")
+    assert cli("settings", "unset", "a").exit_code == 0
+    assert cli("settings", "get", "a").exit_code == ExitCode.NOT_FOUND
+    history = cli("settings", "history", "a", "--json").json()
+    assert [h["deleted"] for h in history] == [False, True]
+    assert cli("settings", "set", "a.b", "1").exit_code == 0  # a is gone, so it may become a group
+
+
+def test_unset_of_a_group_needs_recursive(cli):
+    cli("settings", "set", "g.a", "1")
+    cli("settings", "set", "g.b", "2")
+    assert cli("settings", "unset", "g").exit_code == ExitCode.CONFLICT
+    assert cli("settings", "unset", "g", "-r", "--json").json()["removed"] == ["g.a", "g.b"]
+    assert cli("settings", "list", "--json").json() == []
+
+
+def test_history_lists_every_version_with_note_and_author(cli):
+    cli("settings", "set", "voice.speed", "1.0", "--note", "initial", "--by", "alice")
+    cli("settings", "set", "voice.speed", "1.2", "--note", "user asked faster", "--by", "agent")
+    rows = cli("settings", "history", "voice.speed", "--json").json()
+    assert [(r["version"], r["value"], r["note"], r["author"]) for r in rows] == [
+        (1, 1.0, "initial", "alice"), (2, 1.2, "user asked faster", "agent")]
+    table = cli("settings", "history", "voice.speed")
+    assert "user asked faster" in table.stdout
+
+
+def test_revert_defaults_to_undo_and_accepts_a_version(cli):
+    for value in ("1", "2", "3"):
+        cli("settings", "set", "k", value)
+    undone = cli("settings", "revert", "k", "--json").json()
+    assert undone["value"] == 2 and undone["version"] == 4
+    assert cli("settings", "revert", "k", "--to", "1", "--json").json()["value"] == 1
+    assert cli("settings", "get", "k").stdout.strip() == "1"
+    assert cli("settings", "revert", "k", "--to", "99").exit_code == ExitCode.NOT_FOUND
+
+
+def test_get_and_revert_at_a_point_in_time(cli):
+    cli("settings", "set", "k", "old")
+    history = cli("settings", "history", "k", "--json").json()
+    moment = history[0]["created_at"]
+    time.sleep(0.05)
+    cli("settings", "set", "k", "new")
+    assert cli("settings", "get", "k", "--at", moment).stdout == "old"
+    assert cli("settings", "get", "k", "--at", "2000-01-01").exit_code == ExitCode.NOT_FOUND
+    assert cli("settings", "revert", "k", "--at", moment, "--json").json()["value"] == "old"
+    assert cli("settings", "get", "k", "--at", "yesterday-ish").exit_code == ExitCode.INVALID_INPUT
+
+
+def test_list_formats(cli):
+    cli("settings", "set", "voice.speed", "1.2")
+    cli("settings", "set", "prompts.system", "Be brief, it's late.")
+    assert [r["key"] for r in cli("settings", "list", "--json").json()] == ["prompts.system", "voice.speed"]
+    env = cli("settings", "list", "--format", "env").stdout
+    assert "VOICE_SPEED=1.2" in env and "PROMPTS_SYSTEM='Be brief, it'\"'\"'s late.'" in env
+    assert 'speed = 1.2' in cli("settings", "list", "--format", "toml").stdout
+    assert [r["key"] for r in cli("settings", "list", "voice", "--json").json()] == ["voice.speed"]
+
+
+def test_large_unicode_value_round_trips_byte_for_byte_through_a_file(cli, tmp_path):
+    text = ("Tu es un assistant 🤖 — ünïcödé, 中文, עברית\n" * 2500)[:100_000] + "\n\n  trailing  "
+    source = tmp_path / "prompt.txt"
+    source.write_text(text, encoding="utf-8")
+    assert cli("settings", "set", "prompts.system", "--file", str(source)).exit_code == 0
+    out = cli("settings", "get", "prompts.system").stdout
+    assert out.encode("utf-8") == source.read_bytes()
+
+
+def test_value_from_stdin(cli):
+    assert cli("settings", "set", "p", "-", input="line one\nline two\n").exit_code == 0
+    assert cli("settings", "get", "p").stdout == "line one\nline two\n"
+
+
+def test_nul_characters_are_rejected_clearly(cli):
+    result = cli("settings", "set", "p", "-", input="a\x00b")
+    assert result.exit_code == ExitCode.INVALID_INPUT and "NUL" in result.stderr
+
+
+def test_export_then_import_round_trips_json_and_toml(cli, tmp_path, store):
+    cli("settings", "set", "voice.speed", "1.2")
+    cli("settings", "set", "voice.name", "Ava")
+    cli("settings", "set", "tools", '["search", "calc"]')
+    for name in ("s.json", "s.toml"):
+        path = tmp_path / name
+        assert cli("settings", "export", str(path)).exit_code == 0
+        other = f"{store}-{name.split('.')[1]}"
+        result = cli("settings", "import", str(path), "--store", other, "--json").json()
+        assert sorted(result["added"]) == ["tools", "voice.name", "voice.speed"]
+        assert cli("settings", "export", "--store", other).json() == cli("settings", "export").json()
+
+
+def test_import_reports_added_changed_unchanged_and_dry_run_writes_nothing(cli, tmp_path):
+    cli("settings", "set", "a", "1")
+    cli("settings", "set", "b", "2")
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps({"a": 1, "b": 3, "c": "new"}))
+    dry = cli("settings", "import", str(path), "--dry-run", "--json").json()
+    assert (dry["added"], dry["changed"], dry["unchanged"]) == (["c"], ["b"], ["a"])
+    assert cli("settings", "get", "c").exit_code == ExitCode.NOT_FOUND
+    real = cli("settings", "import", str(path))
+    assert real.exit_code == 0 and "1 added, 1 changed, 1 unchanged" in real.stderr
+    assert cli("settings", "get", "b").stdout.strip() == "3"
+
+
+@pytest.mark.parametrize("bad_entry", [{"bad key": 1}, {"x.y": 1, "x": 2}, {"a.deeper": 1}])
+def test_import_with_a_bad_entry_in_the_middle_writes_nothing(cli, tmp_path, bad_entry):
+    cli("settings", "set", "a", "0")
+    entries = {"first": 1, **bad_entry, "last": 2}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(entries))
+    result = cli("settings", "import", str(path))
+    assert result.exit_code in (ExitCode.INVALID_INPUT, ExitCode.CONFLICT)
+    assert "nothing written" in result.stderr
+    assert [r["key"] for r in cli("settings", "list", "--json").json()] == ["a"]
+
+
+def test_import_of_invalid_json_names_the_line(cli, tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{\n "a": 1,\n "b": \n}')
+    result = cli("settings", "import", str(path))
+    assert result.exit_code == ExitCode.INVALID_INPUT and "line 4" in result.stderr
+
+
+def test_concurrent_writers_lose_nothing(store):
+    writers, each = 6, 5
+
+    def write(n: int) -> list[int]:
+        codes = []
+        for i in range(each):
+            done = run_ltm("settings", "set", "counter", json.dumps(f"w{n}-{i}"), "--store", store)
+            codes.append(done.returncode)
+        return codes
+
+    with ThreadPoolExecutor(writers) as pool:
+        codes = [c for batch in pool.map(write, range(writers)) for c in batch]
+    assert codes == [0] * (writers * each)
+    history = json.loads(run_ltm("settings", "history", "counter", "--json", "--store", store).stdout)
+    assert [h["version"] for h in history] == list(range(1, writers * each + 1))
+    assert sorted(h["value"] for h in history) == sorted(f"w{n}-{i}" for n in range(writers) for i in range(each))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8),
+        children, max_size=4),
+    max_leaves=10,
+)
+keys = st.lists(st.from_regex(r"[A-Za-z0-9_-]{1,8}", fullmatch=True), min_size=1, max_size=4).map(".".join)
+
+
+_examples = itertools.count()
+
+
+@pytest.fixture
+def db():
+    database = Database(load_config())
+    yield database
+    database.dispose()
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=keys, value=json_values)
+def test_any_json_value_round_trips_through_the_service(db, store, key, value):
+    key = f"example{next(_examples)}.{key}"  # each example its own group: keys never collide by shape
+    svc.set_value(db, store, key, value, force=True)
+    assert svc.canonical(svc.get(db, store, key)) == svc.canonical(value)
+
+
+def _holds_infinity(raw: str) -> bool:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and math.isinf(item):
+            return True
+        stack.extend(item.values() if isinstance(item, dict) else item if isinstance(item, list) else [])
+    return False
+
+
+@given(st.text())
+def test_parse_value_never_crashes_and_is_json_or_the_text(raw):
+    try:
+        value = svc.parse_value(raw)
+    except InvalidInputError:
+        assert "\x00" in raw or any(0xD800 <= ord(c) <= 0xDFFF for c in raw) or _holds_infinity(raw)
+        return
+    if isinstance(value, str) and value == raw:
+        return
+    assert svc.canonical(value) == svc.canonical(json.loads(raw))
