@@ -68,7 +68,7 @@ class Renderer:
         if self._err is None:
             from rich.console import Console
 
-            self._err = Console(stderr=True, highlight=False)
+            self._err = Console(stderr=True, highlight=False, soft_wrap=True)
         return self._err
 
     # -- data (stdout) -----------------------------------------------------------------------------------

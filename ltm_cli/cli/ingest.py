@@ -1,0 +1,116 @@
+"""`ltm ingest …`: add files, directories, globs or stdin to reference memory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state
+from ltm_cli.errors import ExitCode, InvalidInputError
+
+
+def parse_meta(items: list[str] | None) -> dict[str, Any]:
+    """key=value pairs; values that are JSON (numbers, true…) are kept typed."""
+    from ltm_cli.services.settings import parse_value
+
+    meta: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"--meta expects key=value, got {item!r}")
+        meta[key.strip()] = parse_value(value)
+    return meta
+
+
+def _password_map(path: Path | None) -> dict[str, str]:
+    """Lines of `file<TAB>password` or `file=password` (# comments allowed)."""
+    if path is None:
+        return {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from exc
+    mapping = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, password = line.partition("\t") if "\t" in line else line.partition("=")
+        if not sep:
+            raise InvalidInputError(f"{path}:{number}: expected 'file<TAB>password' or 'file=password'")
+        mapping[name.strip()] = password.rstrip("\n")
+    return mapping
+
+
+def ingest(
+    ctx: typer.Context,
+    paths: list[str] = typer.Argument(..., help="Files, directories (recursive), globs, or - for stdin."),
+    include: list[str] = typer.Option(None, "--include", "-i", help="Only files matching this glob (repeatable)."),
+    exclude: list[str] = typer.Option(None, "--exclude", "-x", help="Skip files matching this glob (repeatable)."),
+    tag: list[str] = typer.Option(None, "--tag", "-t", help="Tag the documents (repeatable)."),
+    meta: list[str] = typer.Option(None, "--meta", "-m", help="key=value metadata (repeatable)."),
+    password: list[str] = typer.Option(None, "--password", help="Password for encrypted PDFs (repeatable)."),
+    password_file: Path = typer.Option(None, "--password-file", help="Per-file passwords: 'file<TAB>password'."),
+    name: str = typer.Option(None, "--name", help="Name of the document read from stdin."),
+    force: bool = typer.Option(False, "--force", help="Re-read and re-embed even unchanged files."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; write nothing."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show loader warnings (e.g. pypdf's)."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Ingest PDFs, Markdown, OpenAPI specs and text: chunk, embed and store them (unchanged files are skipped).
+
+    Exit code 1 when any file failed; every failure is listed."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    if "-" in paths and not name:
+        name = "stdin"
+    from ltm_cli.embedders import get_embedder
+    from ltm_cli.services.ingest import IngestOptions, Ingestor
+
+    options = IngestOptions(
+        include=tuple(include or ()), exclude=tuple(exclude or ()), force=force, dry_run=dry_run,
+        tags=tuple(tag or ()), meta=parse_meta(meta), passwords=tuple(password or ()),
+        password_map=_password_map(password_file), stdin_name=name)
+    config = s.config()
+    with out.progress(transient=True) as bar:
+        task = bar.add_task("ingesting", total=None, status="")
+
+        def progress(event: str, info: dict[str, Any]) -> None:
+            if event == "start":
+                bar.update(task, total=info["files"])
+            elif event == "file":
+                bar.advance(task)
+                bar.update(task, status=info["display"][-40:])
+            elif event == "embedding":
+                bar.update(task, status=f"embedding {info['texts']} chunks")
+            elif event == "index":
+                bar.update(task, status="building vector index")
+
+        summary = Ingestor(s.db(), config, get_embedder(config), config.store, options, progress,
+                           stdin=lambda: sys.stdin.buffer.read()).run(paths)
+    if out.machine:
+        out.data(summary)
+    else:
+        for result in summary.files:
+            if result.status == "skipped":
+                out.message(f"skipped {result.display}: {result.error}")
+            for notice in result.notices:
+                out.warning(f"{result.display}: {notice}")
+            if verbose and result.warnings:
+                for warning in result.warnings[:50]:
+                    out.message(f"  {result.display}: {warning}")
+            elif result.warnings:
+                out.message(f"{result.display}: {len(result.warnings)} PDF warning(s) (--verbose shows them)")
+        for result in summary.failed:
+            out.error(f"{result.display}: {result.error}")
+        verb = "would ingest" if dry_run else "ingested"
+        out.success(
+            f"{verb}: {summary.count('added')} added, {summary.count('updated')} updated, "
+            f"{summary.count('unchanged')} unchanged, {summary.count('skipped')} skipped, "
+            f"{len(summary.failed)} failed; {summary.chunks} chunks, {summary.embedded} embedded "
+            f"({summary.cached} cached) in {summary.seconds:.1f}s")
+    if summary.failed:
+        raise typer.Exit(ExitCode.FAILURE)

@@ -1,0 +1,72 @@
+"""Loaders turn one file into Sections (text blocks + location); `load` picks one by file type."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from ltm_cli.loaders.base import LoadedDocument, LoadError, LoadOptions, Section
+
+__all__ = ["LoadedDocument", "LoadError", "LoadOptions", "Section", "detect", "load"]
+
+TEXT_SUFFIXES = {
+    ".txt", ".text", ".rst", ".adoc", ".org", ".log", ".csv", ".tsv", ".ini", ".cfg", ".conf", ".toml",
+    ".py", ".js", ".ts", ".tsx", ".jsx", ".go", ".rs", ".java", ".kt", ".c", ".h", ".cc", ".cpp", ".hpp",
+    ".cs", ".rb", ".php", ".sh", ".bash", ".zsh", ".sql", ".swift", ".scala", ".lua", ".pl", ".r", ".m",
+    ".info", ".tex", ".xml", ".properties",
+}
+MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdx", ".mkd"}
+HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
+API_SUFFIXES = {".json", ".yaml", ".yml"}
+
+
+_OPENAPI_KEY = re.compile(
+    rb'(?m)^[ \t]*(?:openapi|swagger)[ \t]*:[ \t]*["\']?[23]\.|"(?:openapi|swagger)"\s*:\s*"[23]\.')
+
+
+def detect(path: Path, head: bytes) -> str | None:
+    """The loader kind for a file: pdf, markdown, openapi, html, text, or None (unsupported/binary).
+
+    `head` is the file's content (all of it for .json/.yaml, whose kind can be decided only by a key)."""
+    suffix = path.suffix.lower()
+    if suffix == ".pdf" or head.startswith(b"%PDF-"):
+        return "pdf"
+    if b"\x00" in head[:8192]:
+        return None
+    if suffix in MARKDOWN_SUFFIXES:
+        return "markdown"
+    if suffix in HTML_SUFFIXES:
+        return "html"
+    if suffix in API_SUFFIXES:
+        # A top-level openapi/swagger key anywhere: generated specs sort keys, so it may come last.
+        return "openapi" if _OPENAPI_KEY.search(head) else "text"
+    if suffix in TEXT_SUFFIXES or not suffix:
+        return "text"
+    return None
+
+
+def loader_for(kind: str) -> Callable[[Path, bytes, LoadOptions], LoadedDocument]:
+    if kind == "pdf":
+        from ltm_cli.loaders.pdf import load_pdf
+
+        return load_pdf
+    if kind == "markdown":
+        from ltm_cli.loaders.markdown import load_markdown
+
+        return load_markdown
+    if kind == "openapi":
+        from ltm_cli.loaders.openapi import load_openapi
+
+        return load_openapi
+    if kind == "html":
+        from ltm_cli.loaders.text import load_html
+
+        return load_html
+    from ltm_cli.loaders.text import load_text
+
+    return load_text
+
+
+def load(path: Path, data: bytes, kind: str, options: LoadOptions | None = None) -> LoadedDocument:
+    return loader_for(kind)(path, data, options or LoadOptions())

@@ -1,0 +1,294 @@
+"""OpenAPI 3.x and Swagger 2.0 (JSON or YAML, one file or many): one section per operation plus an overview."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ltm_cli.loaders.base import LoadedDocument, LoadError, LoadOptions, Section
+from ltm_cli.loaders.text import decode
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+MAX_DESCRIPTION = 1200
+MAX_SCHEMA_DEPTH = 3
+MAX_PROPERTIES = 40
+MAX_SCHEMA_TEXT = 1500  # characters of one rendered body or response schema
+
+
+def _parse(text: str, name: str) -> Any:
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on multi-MB specs
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise LoadError(f"{name}: invalid YAML/JSON{where}") from exc
+
+
+class _Resolver:
+    """Follows $refs within the spec and into other files relative to the referring file."""
+
+    def __init__(self, root_path: Path, root: Any) -> None:
+        self.docs: dict[Path, Any] = {root_path.resolve(): root}
+        self.dangling: set[str] = set()
+
+    def _doc(self, path: Path) -> Any:
+        path = path.resolve()
+        if path not in self.docs:
+            try:
+                self.docs[path] = _parse(decode(path.read_bytes(), path), path.name)
+            except (OSError, LoadError):
+                self.docs[path] = None
+        return self.docs[path]
+
+    def resolve(self, node: Any, base: Path, seen: frozenset[str] = frozenset()) -> tuple[Any, Path, str | None]:
+        """Dereference `node` if it is a $ref -> (target, file it lives in, ref name); dangling -> (None, …)."""
+        hops = 0
+        name = None
+        while isinstance(node, dict) and isinstance(node.get("$ref"), str) and hops < 32:
+            ref = node["$ref"]
+            file_part, _, pointer = ref.partition("#")
+            target_path = (base.parent / file_part) if file_part else base
+            key = f"{target_path.resolve()}#{pointer}"
+            if key in seen:
+                return {"$cycle": ref}, base, ref
+            seen = seen | {key}
+            doc = self._doc(target_path)
+            target = _pointer(doc, pointer) if doc is not None else None
+            if target is None:
+                self.dangling.add(ref if file_part else f"#{pointer}")
+                return None, base, ref
+            name = pointer.rsplit("/", 1)[-1] if pointer else Path(file_part).stem
+            node, base = target, target_path
+            hops += 1
+        return node, base, name
+
+
+    def check_all(self) -> None:
+        """Visit every $ref in every file reachable from the entry, so every dangling one is reported."""
+        pending = list(self.docs.items())
+        visited: set[Path] = set()
+        while pending:
+            path, doc = pending.pop()
+            if path in visited or doc is None:
+                continue
+            visited.add(path)
+            stack = [doc]
+            while stack:
+                node = stack.pop()
+                if isinstance(node, dict):
+                    ref = node.get("$ref")
+                    if isinstance(ref, str):
+                        file_part, _, pointer = ref.partition("#")
+                        target_path = ((path.parent / file_part) if file_part else path).resolve()
+                        target_doc = self._doc(target_path)
+                        if target_doc is None or _pointer(target_doc, pointer) is None:
+                            self.dangling.add(ref if file_part else f"#{pointer}")
+                        elif target_path not in visited:
+                            pending.append((target_path, target_doc))
+                    stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+                elif isinstance(node, list):
+                    stack.extend(v for v in node if isinstance(v, (dict, list)))
+
+
+def _pointer(doc: Any, pointer: str) -> Any:
+    node = doc
+    for part in [p for p in pointer.split("/") if p]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+_TAG = re.compile(r"<[^>]{1,200}>")
+
+
+def _clip(text: Any, limit: int = MAX_DESCRIPTION) -> str:
+    """One line, HTML tags dropped (Stripe writes descriptions in HTML), at most `limit` characters."""
+    if not isinstance(text, str):
+        return ""
+    text = " ".join(_TAG.sub(" ", text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _Renderer:
+    def __init__(self, resolver: _Resolver) -> None:
+        self.r = resolver
+
+    def schema(self, node: Any, base: Path, depth: int = 0, seen: frozenset[str] = frozenset()) -> str:
+        """A compact, readable one-line form: `{id: string, amount*: integer, items: [Item{...}]}`."""
+        node, base, name = self.r.resolve(node, base)
+        if node is None:
+            return f"{name or '?'} (unresolved $ref)"
+        if not isinstance(node, dict):
+            return "any"
+        if "$cycle" in node or (name and name in seen):
+            return name or "…"
+        seen = seen | ({name} if name else set())
+        for combiner in ("allOf", "oneOf", "anyOf"):
+            if isinstance(node.get(combiner), list):
+                joiner = " & " if combiner == "allOf" else " | "
+                parts = [self.schema(s, base, depth, seen) for s in node[combiner][:6]]
+                return (f"{name}: " if name and depth else "") + joiner.join(parts)
+        kind = node.get("type")
+        if isinstance(kind, list):
+            kind = "|".join(str(k) for k in kind)
+        if kind == "array" or "items" in node:
+            return f"[{self.schema(node.get('items', {}), base, depth + 1, seen)}]"
+        props = node.get("properties")
+        if isinstance(props, dict) and props:
+            if depth >= MAX_SCHEMA_DEPTH:
+                return f"{name or 'object'}{{…}}"
+            required = set(node.get("required") or [])
+            fields = []
+            for key, value in list(props.items())[:MAX_PROPERTIES]:
+                mark = "*" if key in required else ""
+                fields.append(f"{key}{mark}: {self.schema(value, base, depth + 1, seen)}")
+            more = f", …{len(props) - MAX_PROPERTIES} more" if len(props) > MAX_PROPERTIES else ""
+            return f"{name or ''}{{{', '.join(fields)}{more}}}"
+        if "enum" in node and isinstance(node["enum"], list):
+            return f"{kind or 'enum'}({'|'.join(str(v) for v in node['enum'][:12])})"
+        fmt = f"<{node['format']}>" if isinstance(node.get("format"), str) else ""
+        return f"{kind or name or 'object'}{fmt}"
+
+    def parameter(self, param: Any, base: Path) -> str | None:
+        param, pbase, _ = self.r.resolve(param, base)
+        if not isinstance(param, dict) or "name" not in param:
+            return None
+        where = param.get("in", "?")
+        if where == "body":  # Swagger 2.0
+            return None
+        kind = self.schema(param.get("schema", {"type": param.get("type", "string")}), pbase, 2)
+        required = ", required" if param.get("required") else ""
+        desc = _clip(param.get("description"), 200)
+        return f"- {param['name']} ({where}{required}, {kind}){': ' + desc if desc else ''}"
+
+
+def _operations(spec: dict, resolver: _Resolver, entry: Path) -> list[tuple[str, str, dict, Path, list]]:
+    found = []
+    for section_name in ("paths", "webhooks"):
+        section = spec.get(section_name)
+        if not isinstance(section, dict):
+            continue
+        for path, item in section.items():
+            item, base, _ = resolver.resolve(item, entry)
+            if not isinstance(item, dict):
+                continue
+            shared = item.get("parameters") or []
+            for method in METHODS:
+                if method not in item:
+                    continue
+                op, op_base, _ = resolver.resolve(item[method], base)
+                if isinstance(op, dict):
+                    label = path if section_name == "paths" else f"webhook {path}"
+                    found.append((method.upper(), label, op, op_base, shared))
+    return found
+
+
+def _render_operation(r: _Renderer, method: str, path: str, op: dict, base: Path, shared: list,
+                      swagger2: bool) -> Section:
+    summary = _clip(op.get("summary"), 200)
+    op_id = op.get("operationId")
+    lines = [f"{method} {path}" + (f" — {summary}" if summary else "")]
+    if op_id:
+        lines.append(f"Operation: {op_id}")
+    if op.get("tags"):
+        lines.append(f"Tags: {', '.join(str(t) for t in op['tags'])}")
+    if op.get("deprecated"):
+        lines.append("Deprecated.")
+    description = _clip(op.get("description"))
+    if description and description != summary:
+        lines.append(description)
+    params = [p for p in (r.parameter(x, base) for x in [*shared, *(op.get("parameters") or [])]) if p]
+    blocks = ["\n".join(lines)]
+    if params:
+        blocks.append("Parameters:\n" + "\n".join(params))
+    body = None
+    if swagger2:
+        for param in op.get("parameters") or []:
+            param, pbase, _ = r.r.resolve(param, base)
+            if isinstance(param, dict) and param.get("in") == "body":
+                body = f"Request body: {_clip(r.schema(param.get('schema', {}), pbase), MAX_SCHEMA_TEXT)}"
+    else:
+        request, rbase, _ = r.r.resolve(op.get("requestBody"), base)
+        if isinstance(request, dict):
+            content = request.get("content") or {}
+            for media, media_obj in list(content.items())[:2]:
+                schema = media_obj.get("schema") if isinstance(media_obj, dict) else None
+                body = f"Request body ({media}): {_clip(r.schema(schema or {}, rbase), MAX_SCHEMA_TEXT)}"
+                break
+    if body:
+        blocks.append(body)
+    responses = []
+    for status, response in list((op.get("responses") or {}).items())[:8]:
+        response, resp_base, _ = r.r.resolve(response, base)
+        if not isinstance(response, dict):
+            continue
+        line = f"- {status}: {_clip(response.get('description'), 200)}"
+        schema = response.get("schema") if swagger2 else next(
+            (m.get("schema") for m in (response.get("content") or {}).values() if isinstance(m, dict)), None)
+        if schema:
+            line += f" → {_clip(r.schema(schema, resp_base, 1), MAX_SCHEMA_TEXT)}"
+        responses.append(line)
+    if responses:
+        blocks.append("Responses:\n" + "\n".join(responses))
+    location = {"method": method, "path": path}
+    if op_id:
+        location["operation_id"] = op_id
+    return Section(blocks, heading=f"{method} {path}" + (f" — {summary}" if summary else ""),
+                   location=location, atomic=True)
+
+
+def load_openapi(path: Path, data: bytes, options: LoadOptions) -> LoadedDocument:
+    spec = _parse(decode(data, path), path.name)
+    if not isinstance(spec, dict) or not ({"openapi", "swagger"} & set(spec)):
+        raise LoadError("not an OpenAPI or Swagger document (no 'openapi' or 'swagger' key)")
+    swagger2 = "swagger" in spec
+    resolver = _Resolver(path, spec)
+    renderer = _Renderer(resolver)
+    info, info_base, _ = resolver.resolve(spec.get("info") or {}, path)
+    info = info if isinstance(info, dict) else {}
+    title = _clip(info.get("title"), 200) or path.stem
+    version = spec.get("openapi") or spec.get("swagger")
+
+    overview = [f"{title} (API version {info.get('version', '?')}, {'Swagger' if swagger2 else 'OpenAPI'} {version})"]
+    description, _, _ = resolver.resolve(info.get("description"), info_base)
+    if _clip(description):
+        overview.append(_clip(description, 3000))
+    servers = [s.get("url") for s in spec.get("servers") or [] if isinstance(s, dict) and s.get("url")]
+    if swagger2 and spec.get("host"):
+        servers.append(f"{(spec.get('schemes') or ['https'])[0]}://{spec['host']}{spec.get('basePath', '')}")
+    if servers:
+        overview.append("Servers: " + ", ".join(str(s) for s in servers[:5]))
+    tags = [t.get("name") for t in spec.get("tags") or [] if isinstance(t, dict) and t.get("name")]
+    if tags:
+        overview.append("Tags: " + ", ".join(str(t) for t in tags[:80]))
+
+    operations = _operations(spec, resolver, path)
+    resolver.check_all()
+    sections = [Section(overview, heading=f"{title} — overview", location={"section": "overview"})]
+    sections += [_render_operation(renderer, m, p, op, b, shared, swagger2) for m, p, op, b, shared in operations]
+    notices = []
+    if resolver.dangling:
+        shown = sorted(resolver.dangling)
+        notices.append(f"{len(shown)} unresolved $ref(s), kept as names: {', '.join(shown[:5])}"
+                       + (" …" if len(shown) > 5 else ""))
+    metadata = {"openapi_version": str(version), "api_version": str(info.get("version", "")),
+                "operations": len(operations), "files": len(resolver.docs)}
+    if resolver.dangling:
+        metadata["unresolved_refs"] = sorted(resolver.dangling)
+    return LoadedDocument("application/vnd.oai.openapi", title, sections, metadata=metadata, notices=notices)

@@ -1,0 +1,342 @@
+"""Reference memory: files -> loaders -> chunks -> embeddings -> one transaction per document."""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ltm_cli.chunking import Chunk, chunk_sections
+from ltm_cli.errors import InvalidInputError
+from ltm_cli.loaders import LoadError, LoadOptions, detect, load
+from ltm_cli.storage import vectors
+from ltm_cli.storage.copy import copy_in, encode_rows
+from ltm_cli.storage.stores import store_id
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from ltm_cli.config import Config
+    from ltm_cli.embedders.base import Embedder
+    from ltm_cli.storage.engine import Database
+
+PIPELINE_VERSION = 1  # bump when loaders or chunking change what a file turns into
+SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"}
+BULK_FILES = 50  # from this many files (or BULK_BYTES) the HNSW index is rebuilt after the load
+BULK_BYTES = 5_000_000
+EMBED_BATCH = 256  # texts gathered across documents before the embedder runs
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    display: str  # as the user named it
+    path: Path | None  # None for standard input
+    source: str  # what the documents table keys on: absolute path, or stdin:<name>
+
+
+@dataclass
+class FileResult:
+    source: str
+    display: str
+    status: str  # added, updated, unchanged, failed, skipped
+    chunks: int = 0
+    title: str | None = None
+    error: str | None = None
+    notices: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    document_id: int | None = None
+
+
+@dataclass
+class IngestSummary:
+    files: list[FileResult] = field(default_factory=list)
+    chunks: int = 0
+    embedded: int = 0  # vectors computed now
+    cached: int = 0  # vectors found in the cache
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    force: bool = False
+    dry_run: bool = False
+    tags: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+    passwords: tuple[str, ...] = ()
+    password_map: dict[str, str] = field(default_factory=dict)  # file name or path -> password
+    stdin_name: str | None = None
+
+
+# -- discovery ----------------------------------------------------------------------------------------
+def _matches(rel: str, patterns: Sequence[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def discover(paths: Sequence[str], options: IngestOptions) -> tuple[list[Candidate], list[FileResult]]:
+    """Expand files, directories (recursive, hidden entries skipped) and globs; report what does not exist."""
+    found: list[Candidate] = []
+    problems: list[FileResult] = []
+    seen: set[str] = set()
+
+    def add(path: Path, display: str) -> None:
+        source = str(path.resolve())
+        if source not in seen:
+            seen.add(source)
+            found.append(Candidate(display, path, source))
+
+    for raw in paths:
+        if raw == "-":
+            name = options.stdin_name or "stdin"
+            found.append(Candidate(name, None, f"stdin:{name}"))
+            continue
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
+                for name in sorted(files):
+                    if name.startswith("."):
+                        continue
+                    full = Path(root) / name
+                    rel = full.relative_to(path).as_posix()
+                    if options.include and not _matches(rel, options.include):
+                        continue
+                    if options.exclude and _matches(rel, options.exclude):
+                        continue
+                    add(full, str(full))
+        elif path.is_file():
+            add(path, raw)
+        elif any(c in raw for c in "*?["):
+            matches = sorted(glob.glob(raw, recursive=True))
+            files = [Path(m) for m in matches if Path(m).is_file()]
+            if not files:
+                problems.append(FileResult(raw, raw, "failed", error="no file matches this pattern"))
+            for file in files:
+                add(file, str(file))
+        else:
+            problems.append(FileResult(raw, raw, "failed", error="no such file or directory"))
+    return found, problems
+
+
+# -- the pipeline -------------------------------------------------------------------------------------
+@dataclass
+class _Prepared:
+    candidate: Candidate
+    result: FileResult
+    content_hash: bytes
+    media_type: str
+    title: str | None
+    metadata: dict[str, Any]
+    chunks: list[Chunk]
+    hashes: list[bytes]
+
+
+def _embed_hash(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+class Ingestor:
+    def __init__(self, db: Database, config: Config, embedder: Embedder, store: str,
+                 options: IngestOptions | None = None, progress: Progress | None = None,
+                 stdin: Callable[[], bytes] | None = None) -> None:
+        self.db = db
+        self.config = config
+        self.embedder = embedder
+        self.store = store
+        self.options = options or IngestOptions()
+        self.progress = progress or (lambda event, info: None)
+        self.stdin = stdin
+        self.summary = IngestSummary(dry_run=self.options.dry_run)
+        self.pipeline = {"version": PIPELINE_VERSION, "chunk_tokens": config.chunk_tokens,
+                         "chunk_overlap": config.chunk_overlap, "max_tokens": embedder.max_tokens}
+        self._store_id: int | None = None
+        self._space_id: int | None = None
+        self._pending: list[_Prepared] = []
+
+    # public
+    def run(self, paths: Sequence[str]) -> IngestSummary:
+        start = time.perf_counter()
+        candidates, problems = discover(paths, self.options)
+        self.summary.files.extend(problems)
+        if not candidates and not problems:
+            raise InvalidInputError("nothing to ingest", hint="name files, directories, globs or - for stdin")
+        total_bytes = sum(c.path.stat().st_size for c in candidates if c.path is not None)
+        bulk = len(candidates) >= BULK_FILES or total_bytes >= BULK_BYTES
+        with self.db.connect() as conn:
+            self._store_id = store_id(conn, self.store, create=not self.options.dry_run)
+            self._space_id = vectors.ensure_space(conn, self.embedder.provider, self.embedder.model,
+                                                  self.embedder.dim)
+            if bulk and not self.options.dry_run:
+                vectors.drop_index(conn, self._space_id)
+        self.progress("start", {"files": len(candidates)})
+        try:
+            for candidate in candidates:
+                self._one(candidate)
+                if sum(len(p.chunks) for p in self._pending) >= EMBED_BATCH:
+                    self._flush()
+            self._flush()
+        finally:
+            if not self.options.dry_run:
+                with self.db.connect() as conn:
+                    self.progress("index", {})
+                    vectors.ensure_index(conn, self._space_id, self.embedder.dim)
+            self.summary.seconds = time.perf_counter() - start
+        return self.summary
+
+    # one file: read, skip if unchanged, load and chunk (no database writes yet)
+    def _one(self, candidate: Candidate) -> None:
+        result = FileResult(candidate.source, candidate.display, "failed")
+        try:
+            data = self.stdin() if candidate.path is None and self.stdin else candidate.path.read_bytes()
+        except OSError as exc:
+            result.error = f"cannot read: {exc.strerror}"
+            return self._done(result)
+        content_hash = hashlib.sha256(data).digest()
+        kind = detect(candidate.path or Path(candidate.display), data if len(data) < 64 << 20 else data[:65536])
+        if kind is None:
+            result.status, result.error = "skipped", "unsupported or binary file"
+            return self._done(result)
+        existing = self._existing(candidate.source)
+        if existing and not self.options.force and existing["content_hash"] == content_hash \
+                and existing["pipeline"] == self.pipeline and self._fully_embedded(existing["id"]):
+            result.status, result.document_id = "unchanged", existing["id"]
+            result.chunks = existing["chunks"]
+            return self._done(result)
+        try:
+            loaded = load(candidate.path or Path(candidate.display), data, kind, self._load_options(candidate))
+        except LoadError as exc:
+            result.error = str(exc)
+            return self._done(result)
+        except RecursionError:
+            result.error = "structure too deeply nested to read"
+            return self._done(result)
+        result.notices, result.warnings, result.title = loaded.notices, loaded.warnings, loaded.title
+        chunks = chunk_sections(loaded.sections, target=self.config.chunk_tokens,
+                                overlap=self.config.chunk_overlap, max_tokens=self.embedder.max_tokens)
+        if not chunks:
+            result.error = "no text to index"
+            return self._done(result)
+        result.status = "updated" if existing else "added"
+        result.chunks = len(chunks)
+        metadata = {**loaded.metadata, **self.options.meta, "_pipeline": self.pipeline}
+        if candidate.path is not None:
+            metadata.setdefault("file_name", candidate.path.name)
+        self._pending.append(_Prepared(candidate, result, content_hash, loaded.media_type, loaded.title, metadata,
+                                       chunks, [_embed_hash(c.embed_text) for c in chunks]))
+        self.progress("loaded", {"display": candidate.display, "chunks": len(chunks)})
+        return None
+
+    def _load_options(self, candidate: Candidate) -> LoadOptions:
+        passwords = list(self.options.passwords)
+        for key in (candidate.display, candidate.source, candidate.path.name if candidate.path else ""):
+            if key in self.options.password_map:
+                passwords.insert(0, self.options.password_map[key])
+        return LoadOptions(passwords=tuple(passwords))
+
+    def _existing(self, source: str) -> dict[str, Any] | None:
+        from sqlalchemy import text
+
+        if self._store_id is None:
+            return None
+        with self.db.connect() as conn:
+            row = conn.execute(text(
+                "SELECT d.id, d.content_hash, d.metadata -> '_pipeline' AS pipeline, "
+                "(SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks "
+                "FROM documents d WHERE d.store_id = :s AND d.source = :src"),
+                {"s": self._store_id, "src": source}).mappings().first()
+        if row is None:
+            return None
+        return {**row, "content_hash": bytes(row["content_hash"])}
+
+    def _fully_embedded(self, document_id: int) -> bool:
+        from sqlalchemy import text
+
+        with self.db.connect() as conn:
+            return not conn.execute(text(
+                "SELECT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = :d AND NOT EXISTS "
+                "(SELECT 1 FROM embeddings e WHERE e.space_id = :sp AND e.content_hash = c.embed_hash))"),
+                {"d": document_id, "sp": self._space_id}).scalar()
+
+    # embed what the batch needs, then write each document in its own transaction
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        all_hashes = {h for p in batch for h in p.hashes}
+        with self.db.connect() as conn:
+            todo = vectors.missing(conn, self._space_id, list(all_hashes))
+        texts: dict[bytes, str] = {}
+        for prepared in batch:
+            for chunk, digest in zip(prepared.chunks, prepared.hashes, strict=True):
+                if digest in todo:
+                    texts.setdefault(digest, chunk.embed_text)
+        self.summary.cached += len(all_hashes) - len(todo)
+        if self.options.dry_run:
+            self.summary.embedded += len(texts)
+            for prepared in batch:
+                self.summary.chunks += len(prepared.chunks)
+                self._done(prepared.result)
+            return
+        if texts:
+            order = list(texts)
+            self.progress("embedding", {"texts": len(order)})
+            matrix = self.embedder.embed([texts[h] for h in order])
+            # Vectors are a content-addressed cache: committed first, harmless if no document ever uses them.
+            with self.db.connect() as conn:
+                vectors.write(conn, self._space_id, order, matrix)
+            self.summary.embedded += len(order)
+        for prepared in batch:
+            with self.db.connect() as conn:
+                prepared.result.document_id = self._write_document(conn, prepared)
+            self.summary.chunks += len(prepared.chunks)
+            self._done(prepared.result)
+
+    def _write_document(self, conn: Connection, prepared: _Prepared) -> int:
+        """Document row and all its chunks in the caller's transaction: all visible at commit, or nothing."""
+        import json
+
+        from sqlalchemy import text
+
+        doc_id = conn.execute(text("""
+            INSERT INTO documents (store_id, source, content_hash, media_type, title, metadata, tags)
+            VALUES (:s, :src, :h, :mt, :t, CAST(:m AS jsonb), :tags)
+            ON CONFLICT (store_id, source) DO UPDATE SET content_hash = excluded.content_hash,
+              media_type = excluded.media_type, title = excluded.title, metadata = excluded.metadata,
+              tags = excluded.tags, updated_at = now()
+            RETURNING id"""), {"s": self._store_id, "src": prepared.candidate.source, "h": prepared.content_hash,
+                               "mt": prepared.media_type, "t": prepared.title,
+                               "m": json.dumps(prepared.metadata, ensure_ascii=False),
+                               "tags": list(self.options.tags)}).scalar_one()
+        conn.execute(text("DELETE FROM chunks WHERE document_id = :d"), {"d": doc_id})
+        write_chunks(conn, doc_id, self._store_id, prepared.chunks, prepared.hashes)
+        return doc_id
+
+    def _done(self, result: FileResult) -> None:
+        self.summary.files.append(result)
+        self.progress("file", {"display": result.display, "status": result.status, "chunks": result.chunks})
+
+
+def write_chunks(conn: Connection, document_id: int, store: int, chunks: Iterable[Chunk],
+                 hashes: Sequence[bytes]) -> None:
+    rows = ((document_id, store, c.ordinal, c.heading, c.text, c.location, c.token_count, h)
+            for c, h in zip(chunks, hashes, strict=True))
+    copy_in(conn, "chunks", ("document_id", "store_id", "ordinal", "heading", "text", "location", "token_count",
+                             "embed_hash"),
+            encode_rows(rows, ("int8", "int4", "int4", "text", "text", "jsonb", "int4", "bytea")))
