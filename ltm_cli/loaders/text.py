@@ -26,7 +26,7 @@ def load_text(path: Path, data: bytes, options: LoadOptions) -> LoadedDocument:
     if not blocks:
         raise LoadError("no text in file")
     first = blocks[0].splitlines()[0].strip()
-    return LoadedDocument("text/plain", first[:120] or path.name, [Section(blocks, heading=path.name)])
+    return LoadedDocument("text/plain", first[:120] or path.name, [Section(blocks)])
 
 
 class _TextExtractor(HTMLParser):
