@@ -118,11 +118,10 @@ def test_a_failure_mid_document_leaves_nothing_visible(cli, tmp_path, monkeypatc
     def explode(*args, **kwargs):
         raise RuntimeError("injected failure while writing chunks")
 
-    monkeypatch.setattr(ingest_svc, "write_chunks", explode)
-    with pytest.raises(RuntimeError):
-        ingest_svc.Ingestor(Database(load_config()), load_config(), get_embedder(load_config()),
-                            load_config().store).run([str(tmp_path)])
-    monkeypatch.undo()
+    config = load_config()
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError):
+        patch.setattr(ingest_svc, "write_chunks", explode)
+        ingest_svc.Ingestor(Database(config), config, get_embedder(config), config.store).run([str(tmp_path)])
     assert _docs(cli) == []
     again = cli("ingest", str(tmp_path), "--json").json()
     assert again["files"][0]["status"] == "added"
