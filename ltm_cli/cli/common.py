@@ -60,3 +60,16 @@ def state(ctx: typer.Context, *, json: bool = False, store: str | None = None) -
 
 def renderer(app_state: AppState, *, jsonl: bool = False) -> Renderer:
     return Renderer(json_output=app_state.json, jsonl=jsonl, quiet=app_state.quiet)
+
+
+def confirm(question: str, *, yes: bool, refusal: str) -> None:
+    """Ask before a destructive action; without a terminal, refuse unless --yes was given."""
+    if yes:
+        return
+    import sys
+
+    if not sys.stdin.isatty():
+        from ltm_cli.errors import InvalidInputError
+
+        raise InvalidInputError(refusal, hint="add --yes")
+    typer.confirm(question, abort=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ltm_cli.cli.common import JSON_OPTION, renderer, state
+from ltm_cli.cli.common import JSON_OPTION, confirm, renderer, state
 from ltm_cli.services import admin
 
 app = typer.Typer(help="Create, inspect, start and stop the database.", no_args_is_help=True)
@@ -85,14 +85,8 @@ def downgrade(
     """Downgrade the schema to REVISION. Dropping tables loses their data: asks first unless --yes."""
     s = state(ctx)
     out = renderer(s)
-    if not yes:
-        import sys
-
-        if not sys.stdin.isatty():
-            from ltm_cli.errors import InvalidInputError
-
-            raise InvalidInputError("refusing to downgrade without confirmation", hint="add --yes")
-        typer.confirm(f"Downgrade the schema to {revision}? Tables dropped lose their data", abort=True)
+    confirm(f"Downgrade the schema to {revision}? Tables dropped lose their data", yes=yes,
+            refusal="refusing to downgrade without confirmation")
     s.db().downgrade(revision)
     out.success(f"schema at {s.db().current_revision() or 'base'}")
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state
-from ltm_cli.errors import InvalidInputError
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, renderer, state
 from ltm_cli.render import local_time
 from ltm_cli.services import documents as svc
 
@@ -69,11 +68,6 @@ def rm(
     """Remove documents and their chunks."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    if not yes:
-        import sys
-
-        if not sys.stdin.isatty():
-            raise InvalidInputError("refusing to remove documents without confirmation", hint="add --yes")
-        typer.confirm(f"Remove {', '.join(refs)}?", abort=True)
+    confirm(f"Remove {', '.join(refs)}?", yes=yes, refusal="refusing to remove documents without confirmation")
     removed = svc.remove(s.db(), s.config().store, refs)
     out.data({"removed": removed}, lambda v: out.success(f"removed {len(v['removed'])} document(s)"))

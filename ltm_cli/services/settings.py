@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 MAX_KEY_LENGTH = 256
 
+_VERSION_COLUMNS = "key, version, value, deleted, note, author, created_at"
 _ACTIVE_SQL = """
-    SELECT DISTINCT ON (key) key, version, value, deleted, note, author, created_at
+    SELECT DISTINCT ON (key) {columns}
     FROM settings WHERE store_id = :store {extra}
     ORDER BY key, version DESC
 """
@@ -141,7 +142,7 @@ def _active(conn: Connection, store: int, prefix: str | None = None,
     if at is not None:
         extra += " AND created_at <= :at"
         params["at"] = at
-    rows = conn.execute(text(_ACTIVE_SQL.format(extra=extra)), params)
+    rows = conn.execute(text(_ACTIVE_SQL.format(columns=_VERSION_COLUMNS, extra=extra)), params)
     return {row.key: _row_to_version(row) for row in rows if not row.deleted}
 
 
@@ -193,8 +194,7 @@ def history(db: Database, store: str, key: str | None = None) -> list[Version]:
         else:
             extra = " AND (key = :key OR starts_with(key, :subtree))" if key else ""
             rows = conn.execute(text(
-                "SELECT key, version, value, deleted, note, author, created_at FROM settings "
-                f"WHERE store_id = :store{extra} ORDER BY created_at, id"),
+                f"SELECT {_VERSION_COLUMNS} FROM settings WHERE store_id = :store{extra} ORDER BY created_at, id"),
                 {"store": sid, "key": key, "subtree": f"{key}."})
         versions = [_row_to_version(r) for r in rows]
     if key and not versions:
@@ -279,8 +279,8 @@ def revert(db: Database, store: str, key: str, *, to_version: int | None = None,
     with db.connect() as conn:
         sid = _writable_store(conn, store)
         rows = [_row_to_version(r) for r in conn.execute(text(
-            "SELECT key, version, value, deleted, note, author, created_at FROM settings "
-            "WHERE store_id = :s AND key = :k ORDER BY version"), {"s": sid, "k": key})]
+            f"SELECT {_VERSION_COLUMNS} FROM settings WHERE store_id = :s AND key = :k ORDER BY version"),
+            {"s": sid, "k": key})]
         if not rows:
             raise NotFoundError(f"setting {key!r} has no history in store {store!r}")
         if to_version is not None:
