@@ -215,7 +215,7 @@ class Ingestor:
             return self._done(result)
         existing = self._existing(candidate.source)
         if existing and not self.options.force and existing["content_hash"] == content_hash \
-                and existing["pipeline"] == self.pipeline and self._fully_embedded(existing["id"]):
+                and existing["pipeline"] == self.pipeline and existing["fully_embedded"]:
             result.status, result.document_id = "unchanged", existing["id"]
             result.chunks = existing["chunks"]
             return self._done(result)
@@ -256,23 +256,19 @@ class Ingestor:
         if self._store_id is None:
             return None
         with self.db.connect() as conn:
+            # One round trip answers both "is it the same file?" and "does every chunk have its vector in
+            # this space?": the unchanged path is the hot one when re-ingesting a large tree.
             row = conn.execute(text(
                 "SELECT d.id, d.content_hash, d.metadata -> '_pipeline' AS pipeline, "
-                "(SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks "
+                "(SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks, "
+                "NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id AND NOT EXISTS "
+                "(SELECT 1 FROM embeddings e WHERE e.space_id = :sp AND e.content_hash = c.embed_hash)) "
+                "AS fully_embedded "
                 "FROM documents d WHERE d.store_id = :s AND d.source = :src"),
-                {"s": self._store_id, "src": source}).mappings().first()
+                {"s": self._store_id, "src": source, "sp": self._space_id}).mappings().first()
         if row is None:
             return None
         return {**row, "content_hash": bytes(row["content_hash"])}
-
-    def _fully_embedded(self, document_id: int) -> bool:
-        from sqlalchemy import text
-
-        with self.db.connect() as conn:
-            return not conn.execute(text(
-                "SELECT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = :d AND NOT EXISTS "
-                "(SELECT 1 FROM embeddings e WHERE e.space_id = :sp AND e.content_hash = c.embed_hash))"),
-                {"d": document_id, "sp": self._space_id}).scalar()
 
     # embed what the batch needs, then write each document in its own transaction
     def _flush(self) -> None:
