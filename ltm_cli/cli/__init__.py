@@ -100,12 +100,14 @@ def root(
 
 
 def _register() -> None:
-    from ltm_cli.cli import config_cmd, db, docs, ingest, search, settings
+    from ltm_cli.cli import config_cmd, db, docs, history, ingest, search, settings
 
     app.add_typer(db.app, name="db")
     app.add_typer(db.migrate_app, name="migrate")
     app.command("ingest")(ingest.ingest)
     app.command("search")(search.search)
+    app.command("recall")(search.recall)
+    app.add_typer(history.app, name="history")
     app.add_typer(docs.app, name="docs")
     app.add_typer(settings.app, name="settings")
     app.add_typer(config_cmd.app, name="config")

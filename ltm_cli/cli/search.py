@@ -1,56 +1,134 @@
-"""`ltm search …`: hybrid retrieval with citations."""
+"""`ltm search …` and `ltm recall …`: hybrid retrieval with citations, and prompt-ready context."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import typer
 
 from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state
+from ltm_cli.render import local_time
+
+LIMIT_OPTION = typer.Option(10, "--limit", "-n", help="How many results.")
+MODE_OPTION = typer.Option("hybrid", "--mode", help="hybrid (default), vector or keyword.")
+JSONL_OPTION = typer.Option(False, "--jsonl", help="One JSON object per line.")
+SOURCE_OPTION = typer.Option(None, "--source", help="Documents whose source matches this glob.")
+TAG_OPTION = typer.Option(None, "--tag", "-t", help="Documents with this tag (repeatable: all of them).")
+META_OPTION = typer.Option(None, "--meta", "-m", help="key=value the metadata must contain (repeatable).")
+SINCE_OPTION = typer.Option(None, "--since", help="Updated (documents) or said (messages) at or after: ISO 8601.")
+UNTIL_OPTION = typer.Option(None, "--until", help="… and before this time.")
+ROLE_OPTION = typer.Option(None, "--role", help="Messages of this role: user, assistant, system, tool.")
+OUTCOME_OPTION = typer.Option(None, "--outcome", help="Messages with this outcome: success, failure, partial, unknown.")
+CONVERSATION_OPTION = typer.Option(None, "--conversation", "-c", help="Messages of this conversation.")
+CONTEXT_OPTION = typer.Option(0, "--context", "-C", help="Show N turns before and after each message.")
 
 
-def citation(location: dict, source: str) -> str:
-    """Where a passage came from: page N, a heading path, or METHOD /path."""
-    if "method" in location:
-        return f"{location['method']} {location['path']}"
-    if "page" in location:
-        return f"page {location['page']}"
-    if location.get("heading"):
-        return location["heading"]
-    if "line" in location:
-        return f"line {location['line']}"
-    return ""
+def build_filters(kind: str, source: str | None = None, tags: list[str] | None = None,
+                  meta: list[str] | None = None, since: str | None = None, until: str | None = None,
+                  role: str | None = None, outcome: str | None = None, conversation: str | None = None) -> Any:
+    from ltm_cli.cli.ingest import parse_meta
+    from ltm_cli.cli.settings import parse_time
+    from ltm_cli.services.search import Filters
+
+    return Filters(kind=kind, source=source, tags=tuple(tags or ()), meta=parse_meta(meta),
+                   since=parse_time(since), until=parse_time(until), role=role, outcome=outcome,
+                   conversation=conversation)
+
+
+def render_hits(out: Any, hits: list) -> None:
+    """Hits for people: rank, where it came from, score, a snippet with the matched words highlighted."""
+    if not hits:
+        out.message("no results")
+        return
+    from rich.markup import escape
+
+    from ltm_cli.services.search import citation
+
+    for hit in hits:
+        if hit.kind == "docs":
+            where = citation(hit.location, hit.source)
+            head = f"[cyan]{escape(hit.title or hit.source)}[/cyan]{' — ' + escape(where) if where else ''}"
+            foot = hit.source
+        else:
+            who = hit.name or hit.role
+            outcome = f"  [{'green' if hit.outcome == 'success' else 'red'}]{hit.outcome}[/]" if hit.outcome else ""
+            head = f"[magenta]{escape(who)}[/magenta] in {escape(hit.conversation_id)} #{hit.seq}{outcome}"
+            foot = local_time(hit.created_at) + (f" · note: {hit.outcome_note}" if hit.outcome_note else "")
+        out.out.print(f"[bold]{hit.rank}.[/bold] {head}  [dim]{hit.score:.4f}[/dim]")
+        snippet = escape(" ".join(hit.snippet.split())).replace("«", "[bold yellow]").replace("»", "[/]")
+        if hit.context:
+            for turn in hit.context:
+                mark = "[bold]>[/bold]" if turn["id"] == hit.id else " "
+                text = escape(" ".join(turn["content"].split())[:300])
+                out.out.print(f" {mark} [dim]#{turn['seq']}[/dim] {escape(turn['name'] or turn['role'])}: {text}")
+        else:
+            out.out.print(f"   {snippet}")
+        out.out.print(f"   [dim]{escape(foot)}[/dim]")
 
 
 def search(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="What to look for, in natural language or keywords."),
-    limit: int = typer.Option(10, "--limit", "-n", help="How many results."),
-    mode: str = typer.Option("hybrid", "--mode", help="hybrid (default), vector or keyword."),
-    jsonl: bool = typer.Option(False, "--jsonl", help="One JSON object per line."),
+    kind: str = typer.Option("docs", "--kind", "-k", help="docs (default), history or all."),
+    limit: int = LIMIT_OPTION,
+    mode: str = MODE_OPTION,
+    source: str = SOURCE_OPTION,
+    tag: list[str] = TAG_OPTION,
+    meta: list[str] = META_OPTION,
+    since: str = SINCE_OPTION,
+    until: str = UNTIL_OPTION,
+    role: str = ROLE_OPTION,
+    outcome: str = OUTCOME_OPTION,
+    conversation: str = CONVERSATION_OPTION,
+    context: int = CONTEXT_OPTION,
+    jsonl: bool = JSONL_OPTION,
     store: str = STORE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Search reference memory: vector similarity and full-text, fused (reciprocal rank fusion)."""
+    """Search memory: vector similarity and BM25 full-text, fused by reciprocal rank.
+
+    Filters narrow the search itself: --limit results come back whenever that many match."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s, jsonl=jsonl)
+    filters = build_filters(kind, source, tag, meta, since, until, role, outcome, conversation)
+    hits = run_search(s, query, mode=mode, limit=limit, filters=filters, context=context)
+    out.data(hits, lambda rows: render_hits(out, rows))
+
+
+def run_search(s: Any, query: str, **kwargs: Any) -> list:
     from ltm_cli.embedders import get_embedder
     from ltm_cli.services.search import search as run
 
     config = s.config()
-    hits = run(s.db(), get_embedder(config), config.store, query, mode=mode, limit=limit)
+    embedder = get_embedder(config) if kwargs.get("mode", "hybrid") != "keyword" else None
+    return run(s.db(), embedder, config.store, query, **kwargs)
 
-    def human(rows) -> None:
-        if not rows:
-            out.message("no results")
-            return
-        from rich.markup import escape
 
-        for hit in rows:
-            where = citation(hit.location, hit.source)
-            title = hit.title or hit.source
-            out.out.print(f"[bold]{hit.rank}.[/bold] [cyan]{escape(title)}[/cyan]"
-                          f"{' — ' + escape(where) if where else ''}  [dim]{hit.score:.4f}[/dim]")
-            snippet = escape(" ".join(hit.snippet.split())).replace("«", "[bold yellow]").replace("»", "[/]")
-            out.out.print(f"   {snippet}")
-            out.out.print(f"   [dim]{escape(hit.source)}[/dim]")
+def recall(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help="What the LLM is about to answer or do."),
+    budget: int = typer.Option(1500, "--budget", "-b", help="Most tokens the context block may take."),
+    kind: str = typer.Option("all", "--kind", "-k", help="all (default), docs or history."),
+    mode: str = MODE_OPTION,
+    source: str = SOURCE_OPTION,
+    tag: list[str] = TAG_OPTION,
+    meta: list[str] = META_OPTION,
+    since: str = SINCE_OPTION,
+    until: str = UNTIL_OPTION,
+    role: str = ROLE_OPTION,
+    outcome: str = OUTCOME_OPTION,
+    context: int = typer.Option(1, "--context", "-C", help="Turns around each recalled message."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """A prompt-ready Markdown context block: the best passages and turns within a token budget, each cited.
 
-    out.data(hits, human)
+    Neighbouring chunks of one document are merged; --json gives the passages with their citations."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    from ltm_cli.services.recall import recall as run
+
+    filters = build_filters(kind, source, tag, meta, since, until, role, outcome)
+    hits = run_search(s, query, mode=mode, limit=40, filters=filters, context=context)
+    result = run(s.db(), query, hits, budget=budget)
+    out.data(result, lambda r: out.raw(r.markdown))

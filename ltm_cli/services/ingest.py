@@ -30,6 +30,7 @@ PIPELINE_VERSION = 1  # bump when loaders or chunking change what a file turns i
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"}
 BULK_FILES = 50  # from this many files (or BULK_BYTES) the HNSW index is rebuilt after the load
 BULK_BYTES = 5_000_000
+ANALYZE_ROWS = 1000  # refresh planner statistics after writing this many chunks
 EMBED_BATCH = 256  # texts gathered across documents before the embedder runs
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -197,6 +198,8 @@ class Ingestor:
                 with self.db.connect() as conn:
                     self.progress("index", {})
                     vectors.ensure_index(conn, self._space_id, self.embedder.dim)
+                if self.summary.chunks >= ANALYZE_ROWS:
+                    self.db.analyze("chunks", "documents", "embeddings")
             self.summary.seconds = time.perf_counter() - start
         return self.summary
 

@@ -1,11 +1,22 @@
-"""Hybrid retrieval over reference chunks: pgvector cosine + full-text, fused by reciprocal rank."""
+"""Hybrid retrieval over reference chunks and conversation messages.
+
+Two retrievers per kind of memory, fused by reciprocal rank:
+- vector: pgvector cosine over the store's embedding space (per-space HNSW, iterative scans for filters, and an
+  exact scan when the index cannot fill `--limit`);
+- keyword: BM25 computed in SQL from the tsvector columns: document frequencies from the GIN index, term
+  frequencies from the tsvector positions (heading/speaker terms count extra), lengths from token_count.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ltm_cli.errors import InvalidInputError
+from ltm_cli.errors import InvalidInputError, NotFoundError
 from ltm_cli.storage import vectors
 from ltm_cli.storage.models import TS_CONFIG
 from ltm_cli.storage.stores import store_id
@@ -17,118 +28,408 @@ if TYPE_CHECKING:
     from ltm_cli.storage.engine import Database
 
 MODES = ("hybrid", "vector", "keyword")
+KINDS = ("docs", "history", "all")
 RRF_K = 60
 EF_SEARCH = 100
+BM25_K1 = 1.2
+BM25_B = 0.75
+HEADING_BOOST = 2.0  # a title/heading (or speaker) occurrence counts as this many body occurrences
+POSTING_BUDGET = 5_000  # match on the rarest query terms whose postings sum to this; the rest only score
 
 
 @dataclass(frozen=True)
+class Filters:
+    kind: str = "docs"
+    source: str | None = None  # glob over document sources
+    tags: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    role: str | None = None
+    outcome: str | None = None
+    conversation: str | None = None
+
+    def kinds(self) -> tuple[str, ...]:
+        if self.kind not in KINDS:
+            raise InvalidInputError(f"unknown kind {self.kind!r}", hint=f"use one of: {', '.join(KINDS)}")
+        docs_only = bool(self.source or self.tags)
+        history_only = bool(self.role or self.outcome or self.conversation)
+        if docs_only and history_only:
+            raise InvalidInputError("--source/--tag apply to documents and --role/--outcome/--conversation to "
+                                    "history: no result can match both")
+        if self.kind == "docs" and history_only:
+            raise InvalidInputError("--role, --outcome and --conversation filter history",
+                                    hint="add --kind history")
+        if self.kind == "history" and docs_only:
+            raise InvalidInputError("--source and --tag filter documents", hint="add --kind docs")
+        if self.kind == "all":
+            return ("history",) if history_only else ("docs",) if docs_only else ("docs", "history")
+        return (self.kind,)
+
+
+@dataclass
 class Hit:
     rank: int
+    kind: str  # docs or history
+    id: int  # chunk id or message id
     score: float
-    chunk_id: int
-    document_id: int
-    source: str
-    title: str | None
-    heading: str | None
-    location: dict[str, Any]
     text: str
     snippet: str
     vector_rank: int | None = None
     vector_score: float | None = None
     keyword_rank: int | None = None
     keyword_score: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # documents
+    document_id: int | None = None
+    source: str | None = None
+    title: str | None = None
+    heading: str | None = None
+    location: dict[str, Any] = field(default_factory=dict)
+    ordinal: int | None = None
     tags: list[str] = field(default_factory=list)
-    kind: str = "docs"
+    # history
+    conversation_id: str | None = None
+    seq: int | None = None
+    role: str | None = None
+    name: str | None = None
+    tool_name: str | None = None
+    outcome: str | None = None
+    outcome_note: str | None = None
+    created_at: dt.datetime | None = None
+    context: list[dict[str, Any]] = field(default_factory=list)
 
 
-# OR of the query's lexemes: natural-language questions rarely have every word in one passage.
-_OR_QUERY = (f"(SELECT CASE WHEN count(*) = 0 THEN NULL ELSE string_agg(quote_literal(l), ' | ')::tsquery END "
-             f"FROM unnest(tsvector_to_array(to_tsvector('{TS_CONFIG}'::regconfig, :query))) AS l)")
+@dataclass(frozen=True)
+class _Corpus:
+    """How one kind of memory is laid out: the searchable rows, their join for filters, their columns."""
+
+    table: str
+    join: str
+
+    def where(self, filters: Filters, params: dict[str, Any], conn: Connection, sid: int) -> list[str]:
+        clauses = ["x.store_id = :store"]
+        if self.table == "chunks":
+            if filters.source:
+                from ltm_cli.services.documents import _like
+
+                clauses.append("(p.source LIKE :src ESCAPE '\\' OR p.source LIKE :src_any ESCAPE '\\')")
+                params["src"], params["src_any"] = _like(filters.source), "%/" + _like(filters.source)
+            if filters.tags:
+                clauses.append("p.tags @> CAST(:tags AS text[])")
+                params["tags"] = list(filters.tags)
+            time_column = "p.updated_at"
+            meta_column = "p.metadata"
+        else:
+            if filters.role:
+                from ltm_cli.conversations import check_role
+
+                clauses.append("x.role = :role")
+                params["role"] = check_role(filters.role)
+            if filters.outcome:
+                from ltm_cli.conversations import check_outcome
+
+                clauses.append("x.outcome = :outcome")
+                params["outcome"] = check_outcome(filters.outcome)
+            if filters.conversation:
+                from ltm_cli.services.history import _find
+
+                cid = _find(conn, sid, filters.conversation)
+                if cid is None:
+                    raise NotFoundError(f"no conversation {filters.conversation!r}")
+                clauses.append("x.conversation_id = :conversation")
+                params["conversation"] = cid
+            time_column = "x.created_at"
+            meta_column = "x.metadata"
+        if filters.meta:
+            clauses.append(f"{meta_column} @> CAST(:meta AS jsonb)")
+            params["meta"] = json.dumps(filters.meta, ensure_ascii=False)
+        if filters.since:
+            clauses.append(f"{time_column} >= :since")
+            params["since"] = filters.since
+        if filters.until:
+            clauses.append(f"{time_column} < :until")
+            params["until"] = filters.until
+        return clauses
 
 
-def _vector_leg(conn: Connection, space_id: int, dim: int, store: int, qvec: str, k: int) -> list[tuple[int, float]]:
+CORPORA = {
+    "docs": _Corpus("chunks", "JOIN documents p ON p.id = x.document_id"),
+    "history": _Corpus("messages", "JOIN conversations p ON p.id = x.conversation_id"),
+}
+
+
+def citation(location: dict[str, Any], source: str | None = None) -> str:
+    """Where a passage came from: page N, a heading path, or METHOD /path."""
+    if "method" in location:
+        return f"{location['method']} {location['path']}"
+    if "page" in location:
+        return f"page {location['page']}"
+    if location.get("heading"):
+        return location["heading"]
+    if "line" in location:
+        return f"line {location['line']}"
+    return ""
+
+
+# -- vector leg ----------------------------------------------------------------------------------------
+def _vector_leg(conn: Connection, corpus: _Corpus, where: list[str], params: dict[str, Any], space: int, dim: int,
+                qvec: str, k: int) -> list[tuple[int, float]]:
     from sqlalchemy import text
 
     conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, k)}"))
     conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+    distance = f"e.embedding::halfvec({dim}) <=> CAST(:qvec AS halfvec({dim}))"
+    args = {**params, "qvec": qvec, "k": k}
     rows = conn.execute(text(f"""
-        SELECT c.id, e.embedding::halfvec({dim}) <=> CAST(:q AS halfvec({dim})) AS distance
-        FROM embeddings e JOIN chunks c ON c.embed_hash = e.content_hash
-        WHERE e.space_id = {int(space_id)} AND c.store_id = :store
-        ORDER BY e.embedding::halfvec({dim}) <=> CAST(:q AS halfvec({dim}))
-        LIMIT :k"""), {"q": qvec, "store": store, "k": k})
-    return [(r.id, 1.0 - float(r.distance)) for r in rows]
+        SELECT x.id, {distance} AS distance
+        FROM embeddings e JOIN {corpus.table} x ON x.embed_hash = e.content_hash {corpus.join}
+        WHERE e.space_id = {int(space)} AND {' AND '.join(where)}
+        ORDER BY {distance} LIMIT :k"""), args).all()
+    if len(rows) < k:
+        # The index stops after hnsw.max_scan_tuples; a narrow filter may need more. Exact search over the
+        # filtered rows decides whether fewer really exist: never silently fewer than --limit.
+        rows = conn.execute(text(f"""
+            WITH f AS MATERIALIZED (
+                SELECT x.id, x.embed_hash FROM {corpus.table} x {corpus.join} WHERE {' AND '.join(where)})
+            SELECT f.id, {distance} AS distance FROM f
+            JOIN embeddings e ON e.space_id = {int(space)} AND e.content_hash = f.embed_hash
+            ORDER BY distance LIMIT :k"""), args).all()
+    ordered = sorted(((r.id, 1.0 - float(r.distance)) for r in rows), key=lambda item: (-item[1], item[0]))
+    return ordered[:k]
 
 
-def _keyword_leg(conn: Connection, store: int, query: str, k: int) -> list[tuple[int, float]]:
+# -- keyword leg: BM25 in SQL ------------------------------------------------------------------------------
+# ts_rank of a one-lexeme query with uniform weights w is w * sum(1/j^2, j = 1..tf) / (pi^2/6); since
+# sum(1/j^2, j = 1..n) ~ pi^2/6 - 1/(n + 1/2), the term frequency is recovered exactly (after rounding) as
+# 1 / ((pi^2/6) * (1 - rank)) - 1/2. Weights {0,0,0,1} count only the 'A' (heading, speaker) occurrences,
+# which come first in the tsvector. This reads two binary searches per term instead of unnesting the vector.
+_ZETA2 = 1.6449340668
+
+
+def _tf(weights: str, lexeme_param: str) -> str:
+    # rank 0 (absent) decodes to round(0.108) = 0: no CASE, so ts_rank runs once
+    return (f"round(1 / ({_ZETA2} * (1 - ts_rank('{weights}'::float4[], x.tsv, CAST(:{lexeme_param} AS tsquery))))"
+            f" - 0.5)")
+
+
+def query_terms(conn: Connection, corpus: _Corpus, sid: int, query: str) -> tuple[int, float, list[tuple[str, int]]]:
+    """The store's row count and average length, and each query lexeme with its document frequency.
+
+    Frequent lexemes take their frequency from the planner's statistics (ANALYZE keeps the most common
+    lexemes of every tsvector column); the rest are counted exactly, which the GIN index makes cheap because
+    they are rare."""
     from sqlalchemy import text
 
+    n, avg_len = conn.execute(text(f"SELECT count(*), coalesce(avg(token_count), 0) FROM {corpus.table} "
+                                   "WHERE store_id = :store"), {"store": sid}).one()
     rows = conn.execute(text(f"""
-        WITH q AS (SELECT {_OR_QUERY} AS tsq)
-        SELECT c.id, ts_rank_cd(c.tsv, q.tsq, 1) AS score
-        FROM chunks c, q
-        WHERE q.tsq IS NOT NULL AND c.store_id = :store AND c.tsv @@ q.tsq
-        ORDER BY score DESC, c.id
-        LIMIT :k"""), {"query": query, "store": store, "k": k})
+        WITH st AS (SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs
+                    FROM pg_stats WHERE schemaname = current_schema() AND tablename = '{corpus.table}'
+                      AND attname = 'tsv'),
+             q AS (SELECT DISTINCT lexeme
+                   FROM unnest(tsvector_to_array(to_tsvector('{TS_CONFIG}'::regconfig, :query))) AS lexeme)
+        SELECT q.lexeme,
+               coalesce((SELECT round(st.freqs[array_position(st.elems, q.lexeme)] * :n) FROM st),
+                        (SELECT count(*) FROM {corpus.table} x
+                         WHERE x.store_id = :store AND x.tsv @@ quote_literal(q.lexeme)::tsquery)) AS df
+        FROM q ORDER BY q.lexeme"""), {"store": sid, "query": query, "n": int(n)}).all()
+    return int(n), float(avg_len or 0.0), [(r.lexeme, int(r.df)) for r in rows]
+
+
+def _keyword_leg(conn: Connection, corpus: _Corpus, sid: int, where: list[str], params: dict[str, Any], query: str,
+                 k: int) -> list[tuple[int, float]]:
+    from sqlalchemy import text
+
+    n, avg_len, terms = query_terms(conn, corpus, sid, query)
+    terms = [(lexeme, df) for lexeme, df in terms if df > 0]
+    if not terms:
+        return []
+    # Rows to score are those holding one of the rarest terms (within a postings budget): a word found in
+    # most rows adds little to BM25, and scoring every row that has it is what makes plain ts_rank slow.
+    terms.sort(key=lambda item: item[1])
+    matching, postings = [], 0
+    for lexeme, df in terms:
+        if matching and postings + df > POSTING_BUDGET:
+            break
+        matching.append(lexeme)
+        postings += df
+    args = {**params, "k": k, "avg": max(avg_len, 1.0),
+            "mq": " | ".join("'" + lexeme.replace("'", "''") + "'" for lexeme in matching)}
+    tfs, parts = [], []
+    for i, (lexeme, df) in enumerate(terms):
+        args[f"l{i}"] = "'" + lexeme.replace("'", "''") + "'"
+        idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        tfs.append(f"{_tf('{1,1,1,1}', f'l{i}')} + {HEADING_BOOST - 1} * {_tf('{0,0,0,1}', f'l{i}')} AS tf{i}")
+        parts.append(f"{idf!r} * t.tf{i} * {BM25_K1 + 1} / (t.tf{i} + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * "
+                     f"x.token_count::float8 / :avg))")
+    rows = conn.execute(text(f"""
+        SELECT x.id, {' + '.join(parts)} AS score
+        FROM {corpus.table} x {corpus.join} CROSS JOIN LATERAL (SELECT {', '.join(tfs)} OFFSET 0) t
+        WHERE {' AND '.join(where)} AND x.tsv @@ CAST(:mq AS tsquery)
+        ORDER BY score DESC, x.id LIMIT :k"""), args).all()
     return [(r.id, float(r.score)) for r in rows]
 
 
-Fused = list[tuple[int, float, dict[str, tuple[int, float]]]]
+# -- fusion ------------------------------------------------------------------------------------------------
+Key = tuple[str, int]  # (kind, row id)
+Fused = list[tuple[Key, float, dict[str, tuple[int, float]]]]
 
 
-def rrf(legs: dict[str, list[tuple[int, float]]], k: int = RRF_K) -> Fused:
-    """Reciprocal rank fusion: score = sum over legs of 1 / (k + rank)."""
-    fused: dict[int, float] = {}
-    detail: dict[int, dict[str, tuple[int, float]]] = {}
+def rrf(legs: dict[str, list[tuple[Key, float]]], k: int = RRF_K, weights: dict[str, float] | None = None) -> Fused:
+    """Reciprocal rank fusion: score = sum over legs of weight / (k + rank)."""
+    fused: dict[Key, float] = {}
+    detail: dict[Key, dict[str, tuple[int, float]]] = {}
     for leg, hits in legs.items():
-        for rank, (chunk_id, score) in enumerate(hits, start=1):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (k + rank)
-            detail.setdefault(chunk_id, {})[leg] = (rank, score)
+        weight = (weights or {}).get(leg, 1.0)
+        for rank, (key, score) in enumerate(hits, start=1):
+            fused[key] = fused.get(key, 0.0) + weight / (k + rank)
+            detail.setdefault(key, {})[leg] = (rank, score)
     ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
-    return [(cid, score, detail[cid]) for cid, score in ordered]
+    return [(key, score, detail[key]) for key, score in ordered]
 
 
-def search(db: Database, embedder: Embedder, store: str, query: str, *, mode: str = "hybrid", limit: int = 10,
-           candidates: int = 50) -> list[Hit]:
+def convex(legs: dict[str, list[tuple[Key, float]]], alpha: float = 0.5) -> Fused:
+    """Score fusion: alpha * vector + (1 - alpha) * keyword, each leg min-max scaled to [0, 1] over its list."""
+    fused: dict[Key, float] = {}
+    detail: dict[Key, dict[str, tuple[int, float]]] = {}
+    for leg, hits in legs.items():
+        if not hits:
+            continue
+        weight = alpha if leg == "vector" else 1.0 - alpha
+        scores = [score for _, score in hits]
+        low, high = min(scores), max(scores)
+        span = (high - low) or 1.0
+        for rank, (key, score) in enumerate(hits, start=1):
+            fused[key] = fused.get(key, 0.0) + weight * (score - low) / span
+            detail.setdefault(key, {})[leg] = (rank, score)
+    ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+    return [(key, score, detail[key]) for key, score in ordered]
+
+
+# -- search ------------------------------------------------------------------------------------------------
+def _or_query_sql() -> str:
+    return (f"(SELECT CASE WHEN count(*) = 0 THEN NULL ELSE string_agg(quote_literal(l), ' | ')::tsquery END "
+            f"FROM unnest(tsvector_to_array(to_tsvector('{TS_CONFIG}'::regconfig, :query))) AS l)")
+
+
+def _headline(column: str) -> str:
+    return (f"CASE WHEN q.tsq IS NULL THEN left({column}, 240) ELSE ts_headline('{TS_CONFIG}'::regconfig, "
+            f"{column}, q.tsq, 'MaxFragments=2, MinWords=12, MaxWords=30, StartSel=«, StopSel=», "
+            f"FragmentDelimiter= … ') END")
+
+
+def _details(conn: Connection, kind: str, ids: list[int], query: str) -> dict[int, dict[str, Any]]:
     from sqlalchemy import bindparam, text
     from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 
+    if not ids:
+        return {}
+    if kind == "docs":
+        sql = f"""WITH q AS (SELECT {_or_query_sql()} AS tsq)
+            SELECT c.id, c.document_id, d.source, d.title, d.tags, d.metadata - '_pipeline' AS metadata, c.heading,
+                   c.location, c.ordinal, c.text, {_headline('c.text')} AS snippet
+            FROM chunks c JOIN documents d ON d.id = c.document_id, q WHERE c.id = ANY(:ids)"""
+    else:
+        sql = f"""WITH q AS (SELECT {_or_query_sql()} AS tsq)
+            SELECT m.id, coalesce(v.external_id, v.id::text) AS conversation_id, v.title, m.seq, m.role, m.name,
+                   m.content AS text, m.tool_name, m.outcome, m.outcome_note, m.metadata, m.created_at,
+                   {_headline('m.content')} AS snippet
+            FROM messages m JOIN conversations v ON v.id = m.conversation_id, q WHERE m.id = ANY(:ids)"""
+    stmt = text(sql).bindparams(bindparam("ids", type_=ARRAY(BIGINT)))
+    return {r["id"]: dict(r) for r in conn.execute(stmt, {"ids": ids, "query": query}).mappings()}
+
+
+def search(db: Database, embedder: Embedder | None, store: str, query: str, *, mode: str = "hybrid",
+           limit: int = 10, filters: Filters | None = None, candidates: int = 50, context: int = 0,
+           rrf_k: int = RRF_K, weights: dict[str, float] | None = None) -> list[Hit]:
+    """The best `limit` passages or messages for a query; `context` adds neighbouring turns to history hits."""
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
     if not query.strip():
         raise InvalidInputError("empty query")
     if limit < 1:
         raise InvalidInputError("--limit must be at least 1")
+    filters = filters or Filters()
+    kinds = filters.kinds()
     k = max(candidates, limit)
-    qvec = vectors.vector_literal(embedder.embed([query])[0]) if mode != "keyword" else None
+    qvec = None
+    if mode != "keyword":
+        if embedder is None:
+            raise InvalidInputError(f"mode {mode} needs an embedder")
+        qvec = vectors.vector_literal(embedder.embed([query])[0])
+    legs: dict[str, list[tuple[Key, float]]] = {}
     with db.connect() as conn:
         sid = store_id(conn, store, create=False)
         if sid is None:
             return []
-        legs: dict[str, list[tuple[int, float]]] = {}
-        if qvec is not None:
-            space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim)
-            legs["vector"] = _vector_leg(conn, space, embedder.dim, sid, qvec, k) if space else []
-        if mode != "vector":
-            legs["keyword"] = _keyword_leg(conn, sid, query, k)
-        fused = rrf(legs)[:limit]
-        if not fused:
-            return []
-        ids = [cid for cid, _, _ in fused]
-        stmt = text(f"""
-            WITH q AS (SELECT {_OR_QUERY} AS tsq)
-            SELECT c.id, c.document_id, d.source, d.title, d.tags, c.heading, c.location, c.text,
-                   CASE WHEN q.tsq IS NULL THEN left(c.text, 240) ELSE ts_headline('{TS_CONFIG}'::regconfig, c.text,
-                     q.tsq, 'MaxFragments=2, MinWords=12, MaxWords=30, StartSel=«, StopSel=», FragmentDelimiter= … ')
-                   END AS snippet
-            FROM chunks c JOIN documents d ON d.id = c.document_id, q
-            WHERE c.id = ANY(:ids)""").bindparams(bindparam("ids", type_=ARRAY(BIGINT)))
-        rows = {r.id: r for r in conn.execute(stmt, {"ids": ids, "query": query})}
+        space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim) if qvec else None
+        for kind in kinds:
+            corpus = CORPORA[kind]
+            params: dict[str, Any] = {"store": sid}
+            where = corpus.where(filters, params, conn, sid)
+            if qvec is not None:
+                found = _vector_leg(conn, corpus, where, params, space, embedder.dim, qvec, k) if space else []
+                legs.setdefault("vector", []).extend(((kind, i), s) for i, s in found)
+            if mode != "vector":
+                found = _keyword_leg(conn, corpus, sid, where, params, query, k)
+                legs.setdefault("keyword", []).extend(((kind, i), s) for i, s in found)
+        for leg in legs.values():  # two kinds: one list per retriever, best first
+            leg.sort(key=lambda item: -item[1])
+        fused = rrf(legs, rrf_k, weights)[:limit]
+        details = {kind: _details(conn, kind, [i for (kd, i), _, _ in fused if kd == kind], query) for kind in kinds}
     hits = []
-    for rank, (cid, score, detail) in enumerate(fused, start=1):
-        row = rows[cid]
+    for rank, ((kind, row_id), score, detail) in enumerate(fused, start=1):
+        row = details[kind][row_id]
         vec, kw = detail.get("vector"), detail.get("keyword")
-        hits.append(Hit(rank, score, cid, row.document_id, row.source, row.title, row.heading, row.location or {},
-                        row.text, row.snippet, vec[0] if vec else None, vec[1] if vec else None,
-                        kw[0] if kw else None, kw[1] if kw else None, list(row.tags or [])))
+        hit = Hit(rank, kind, row_id, score, row.pop("text"), row.pop("snippet"),
+                  vec[0] if vec else None, vec[1] if vec else None, kw[0] if kw else None, kw[1] if kw else None)
+        row.pop("id")
+        for name, value in row.items():
+            if value is not None:
+                setattr(hit, name, value)
+        hits.append(hit)
+    if context and any(h.kind == "history" for h in hits):
+        from ltm_cli.services.history import neighbours
+
+        around = neighbours(db, [h.id for h in hits if h.kind == "history"], context)
+        for hit in hits:
+            hit.context = [{"id": t.id, "seq": t.seq, "role": t.role, "name": t.name, "content": t.content,
+                            "created_at": t.created_at, "outcome": t.outcome} for t in around.get(hit.id, [])]
     return hits
+
+
+def leg_results(db: Database, embedder: Embedder | None, store: str, query: str, *, filters: Filters | None = None,
+                k: int = 100) -> dict[str, list[tuple[Key, float]]]:
+    """Each retriever's own ranking (for benchmarks that study fusion)."""
+    filters = filters or Filters()
+    out: dict[str, list[tuple[Key, float]]] = {"vector": [], "keyword": []}
+    qvec = vectors.vector_literal(embedder.embed([query])[0]) if embedder is not None else None
+    with db.connect() as conn:
+        sid = store_id(conn, store, create=False)
+        if sid is None:
+            return out
+        space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim) if qvec else None
+        for kind in filters.kinds():
+            corpus = CORPORA[kind]
+            params: dict[str, Any] = {"store": sid}
+            where = corpus.where(filters, params, conn, sid)
+            if space:
+                out["vector"] += [((kind, i), s) for i, s in
+                                  _vector_leg(conn, corpus, where, params, space, embedder.dim, qvec, k)]
+            out["keyword"] += [((kind, i), s) for i, s in _keyword_leg(conn, corpus, sid, where, params, query, k)]
+    return out
+
+
+def row_keys(db: Database, kind: str, ids: Sequence[int]) -> dict[int, Any]:
+    """chunk id -> document source, or message id -> (conversation, seq): what benchmarks score against."""
+    from sqlalchemy import text
+
+    with db.connect() as conn:
+        if kind == "docs":
+            rows = conn.execute(text("SELECT c.id, d.source FROM chunks c JOIN documents d ON d.id = c.document_id "
+                                     "WHERE c.id = ANY(:ids)"), {"ids": list(ids)}).all()
+            return {r.id: r.source for r in rows}
+        rows = conn.execute(text("SELECT m.id, m.metadata FROM messages m WHERE m.id = ANY(:ids)"),
+                            {"ids": list(ids)}).all()
+        return {r.id: r.metadata for r in rows}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import struct
@@ -13,6 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
+PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 TRAILER = struct.pack(">h", -1)
 NULL = struct.pack(">i", -1)
@@ -25,6 +27,11 @@ def _field(value: Any, kind: str) -> bytes:
         return struct.pack(">ii", 4, value)
     if kind == "int8":
         return struct.pack(">iq", 8, value)
+    if kind == "timestamptz":  # microseconds since 2000-01-01 UTC
+        delta = value - PG_EPOCH
+        return struct.pack(">iq", 8, (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+    if kind == "uuid":
+        return struct.pack(">i", 16) + value.bytes
     if kind == "text":
         data = value.encode("utf-8")
     elif kind == "bytea":

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 # The newest migration. tests/test_migrations.py checks it against Alembic's own head so the two never drift;
 # keeping it here spares every command the import of Alembic just to compare revisions.
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 MIGRATION_LOCK_KEY = 7_107_949  # pg_advisory_xact_lock key held while migrating ("ltm" in ASCII)
 
 
@@ -117,6 +117,14 @@ class Database:
             raise self._unavailable(exc) from exc
         with conn, conn.begin():
             yield conn
+
+    def analyze(self, *tables: str) -> None:
+        """Refresh planner statistics after a bulk write: the planner's choice of index (HNSW, GIN) and the
+        keyword ranker's frequent-lexeme counts both read them, and autovacuum gets there only later."""
+        from sqlalchemy import text
+
+        with self.connect() as conn:
+            conn.execute(text(f"ANALYZE {', '.join(tables)}"))
 
     def _unavailable(self, exc: Exception) -> DatabaseUnavailableError:
         detail = str(getattr(exc, "orig", exc)).strip().splitlines()

@@ -36,6 +36,7 @@ CHUNK_TSV = (
     f"setweight(to_tsvector('{TS_CONFIG}'::regconfig, text), 'D')"
 )
 MESSAGE_TSV = (
+    f"setweight(to_tsvector('{TS_CONFIG}'::regconfig, coalesce(name, '')), 'A') || "
     f"to_tsvector('{TS_CONFIG}'::regconfig, coalesce(content, '') || ' ' || coalesce(tool_name, '') "
     f"|| ' ' || coalesce(tool_result, ''))"
 )
@@ -111,7 +112,8 @@ class Setting(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (UniqueConstraint("store_id", "external_id"),)
+    __table_args__ = (UniqueConstraint("store_id", "external_id"),
+                      Index("ix_conversations_store_updated", "store_id", "updated_at"))
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
     title: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -130,12 +132,14 @@ class Message(Base):
         Index("ix_messages_tsv", "tsv", postgresql_using="gin"),
         Index("ix_messages_store_created", "store_id", "created_at"),
         Index("ix_messages_embed_hash", "embed_hash"),
+        Index("ix_messages_store_len", "store_id", postgresql_include=["token_count"]),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
     role: Mapped[str] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text, nullable=True)  # the speaker, OpenAI's `name`
     content: Mapped[str] = mapped_column(Text, server_default=sql_text("''"))
     tool_name: Mapped[str | None] = mapped_column(Text, nullable=True)
     tool_args: Mapped[Any] = mapped_column(JSONB, nullable=True)
@@ -144,6 +148,7 @@ class Message(Base):
     outcome_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     metadata_: Mapped[dict] = mapped_column("metadata", JSONB, server_default=sql_text("'{}'::jsonb"))
     embed_hash: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    token_count: Mapped[int] = mapped_column(Integer, server_default=sql_text("0"))
     created_at: Mapped[dt.datetime] = _now()
     tsv: Mapped[Any] = mapped_column(TSVECTOR, Computed(MESSAGE_TSV, persisted=True))
 
@@ -168,7 +173,7 @@ class Chunk(Base):
     __table_args__ = (
         UniqueConstraint("document_id", "ordinal"),
         Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
-        Index("ix_chunks_store", "store_id"),
+        Index("ix_chunks_store", "store_id", postgresql_include=["token_count"]),
         Index("ix_chunks_embed_hash", "embed_hash"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

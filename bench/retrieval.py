@@ -1,0 +1,173 @@
+"""Retrieval quality on real benchmarks: nDCG@10 and Recall@100 per mode and embedder.
+
+    python bench/retrieval.py [--dataset cranfield scifact] [--embedder local hash] [--chunk-tokens N]
+
+Each BEIR corpus line becomes one Markdown file (`# title` + text) ingested through the normal service layer into
+its own store; each query runs through the same retrievers `ltm search` uses. Chunk hits are collapsed to their
+document (best rank). Also compares fusion variants computed from the same two retrievers' rankings.
+The embedded server lives in bench/.home (kept between runs: the embedding cache makes re-runs cheap).
+Figures go to stdout and bench/results/retrieval.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data"
+REFERENCE = {  # shared/data/README.md: standard libraries on these query sets
+    "cranfield": {"bm25": 0.346, "minilm": 0.357, "rrf": 0.401},
+    "scifact": {"bm25": 0.681, "minilm": 0.667, "rrf": 0.698},
+}
+
+
+def load_beir(name: str) -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
+    base = DATA / name
+    corpus = [json.loads(line) for line in (base / "corpus.jsonl").open(encoding="utf-8")]
+    queries = {q["_id"]: q["text"] for q in map(json.loads, (base / "queries.jsonl").open(encoding="utf-8"))}
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (base / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        qid, did, score = line.split("\t")
+        if int(score) > 0:
+            qrels.setdefault(qid, {})[did] = int(score)
+    return corpus, {q: t for q, t in queries.items() if q in qrels}, qrels
+
+
+def write_corpus(name: str, corpus: list[dict], home: Path) -> Path:
+    folder = home / "corpora" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for doc in corpus:
+        path = folder / f"{doc['_id']}.md"
+        body = f"# {' '.join(doc.get('title', '').split()) or doc['_id']}\n\n{doc['text']}\n"
+        if not path.exists() or path.read_text(encoding="utf-8") != body:
+            path.write_text(body, encoding="utf-8")
+    return folder
+
+
+def ndcg_at(ranked: list[str], rels: dict[str, int], k: int = 10) -> float:
+    dcg = sum((2 ** rels.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    ideal = sorted(rels.values(), reverse=True)[:k]
+    idcg = sum((2 ** g - 1) / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def recall_at(ranked: list[str], rels: dict[str, int], k: int = 100) -> float:
+    return len(set(ranked[:k]) & set(rels)) / len(rels)
+
+
+def collapse(keys: list, source_of: dict[int, str]) -> list[str]:
+    """Chunk ranking -> document ranking (first, i.e. best, chunk of each document)."""
+    seen: dict[str, None] = {}
+    for _, chunk_id in keys:
+        seen.setdefault(Path(source_of[chunk_id]).stem, None)
+    return list(seen)
+
+
+def evaluate(db, embedder, store: str, queries: dict[str, str], qrels, k: int) -> dict:
+    from ltm_cli.services.search import Filters, convex, leg_results, row_keys, rrf
+
+    per_query = {}
+    start = time.perf_counter()
+    for qid, text in queries.items():
+        legs = leg_results(db, embedder, store, text, filters=Filters(), k=k)
+        per_query[qid] = legs
+    seconds = time.perf_counter() - start
+    ids = {key[1] for legs in per_query.values() for leg in legs.values() for key, _ in leg}
+    source_of = row_keys(db, "docs", sorted(ids))
+    dump = Path(os.environ["LTM_HOME"]) / f"legs-{store}.pkl"
+    dump.write_bytes(pickle.dumps({"legs": per_query, "source_of": source_of, "qrels": qrels}))
+
+    def score(rank_fn) -> dict:
+        nd, rc = [], []
+        for qid, legs in per_query.items():
+            ranked = collapse(rank_fn(legs), source_of)
+            nd.append(ndcg_at(ranked, qrels[qid]))
+            rc.append(recall_at(ranked, qrels[qid]))
+        return {"ndcg@10": round(sum(nd) / len(nd), 4), "recall@100": round(sum(rc) / len(rc), 4)}
+
+    out = {"queries": len(queries), "query_seconds": round(seconds, 1),
+           "keyword": score(lambda legs: [key for key, _ in legs["keyword"]]),
+           "vector": score(lambda legs: [key for key, _ in legs["vector"]])}
+    if embedder is not None:
+        out["hybrid"] = score(lambda legs: [key for key, _, _ in rrf(legs)])
+        variants = {}
+        for rrf_k in (10, 30, 60, 100):
+            for wv in (0.5, 0.75, 1.0, 1.5, 2.0):
+                variants[f"rrf k={rrf_k} w_vector={wv}"] = score(
+                    lambda legs, rk=rrf_k, w=wv: [key for key, _, _ in rrf(legs, rk, {"vector": w})])["ndcg@10"]
+        for alpha in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+            variants[f"convex alpha={alpha}"] = score(
+                lambda legs, a=alpha: [key for key, _, _ in convex(legs, a)])["ndcg@10"]
+        out["fusion_variants_ndcg@10"] = variants
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", nargs="+", default=["cranfield", "scifact"])
+    parser.add_argument("--embedder", nargs="+", default=["local"], help="local, hash (or openai if configured)")
+    parser.add_argument("--chunk-tokens", type=int, default=None)
+    parser.add_argument("--chunk-overlap", type=int, default=None)
+    parser.add_argument("--k", type=int, default=200, help="candidates per retriever (chunks)")
+    parser.add_argument("--home", default=str(ROOT / "bench" / ".home"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "retrieval.json"))
+    args = parser.parse_args()
+
+    home = Path(args.home)
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["LTM_HOME"] = str(home)
+    os.environ.pop("LTM_DATABASE_URL", None)
+    from ltm_cli.config import load_config
+    from ltm_cli.services.ingest import Ingestor
+    from ltm_cli.storage.engine import Database
+
+    flags = {}
+    if args.chunk_tokens:
+        flags["chunk_tokens"] = args.chunk_tokens
+    if args.chunk_overlap is not None:
+        flags["chunk_overlap"] = args.chunk_overlap
+    results: dict = {}
+    for embedder_name in args.embedder:
+        os.environ["LTM_EMBEDDER"] = embedder_name
+        config = load_config(flags)
+        from ltm_cli.embedders import get_embedder
+
+        embedder = get_embedder(config)
+        db = Database(config)
+        for dataset in args.dataset:
+            corpus, queries, qrels = load_beir(dataset)
+            folder = write_corpus(dataset, corpus, home)
+            store = f"{dataset}-{embedder_name}-{config.chunk_tokens}-{config.chunk_overlap}"
+            start = time.perf_counter()
+            summary = Ingestor(db, config, embedder, store).run([str(folder)])
+            ingest_s = time.perf_counter() - start
+            row = {"documents": len(corpus), "chunks": summary.chunks, "ingest_seconds": round(ingest_s, 1),
+                   "embedded_now": summary.embedded, "chunk_tokens": config.chunk_tokens,
+                   "chunk_overlap": config.chunk_overlap}
+            row.update(evaluate(db, embedder, store, queries, qrels, args.k))
+            row["reference"] = REFERENCE.get(dataset)
+            key = f"{dataset}/{embedder_name}/{config.chunk_tokens}-{config.chunk_overlap}"
+            results[key] = row
+            best = max(row.get("fusion_variants_ndcg@10", {"-": 0}).items(), key=lambda kv: kv[1])
+            print(f"{key}: keyword {row['keyword']}  vector {row['vector']}  hybrid {row.get('hybrid')}  "
+                  f"best fusion {best}  ({row['chunks']} chunks, ingest {row['ingest_seconds']}s, "
+                  f"queries {row['query_seconds']}s)", flush=True)
+        db.dispose()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    previous.update(results)
+    out.write_text(json.dumps(previous, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

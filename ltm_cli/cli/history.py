@@ -1,0 +1,361 @@
+"""`ltm history …`: conversation memory — turns, tool calls and their outcomes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, renderer, state
+from ltm_cli.cli.search import (
+    CONVERSATION_OPTION,
+    JSONL_OPTION,
+    LIMIT_OPTION,
+    META_OPTION,
+    MODE_OPTION,
+    OUTCOME_OPTION,
+    ROLE_OPTION,
+    SINCE_OPTION,
+    UNTIL_OPTION,
+    build_filters,
+    render_hits,
+    run_search,
+)
+from ltm_cli.errors import ExitCode, InvalidInputError
+from ltm_cli.render import local_time
+
+app = typer.Typer(help="Conversation memory: add turns and outcomes, import, list, show, search, export.",
+                  no_args_is_help=True)
+
+
+def _read(path: str) -> str:
+    from ltm_cli.cli.settings import _read_text
+
+    return _read_text(path)
+
+
+def _embedder(s: Any) -> Any:
+    from ltm_cli.embedders import get_embedder
+
+    return get_embedder(s.config())
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    text: str = typer.Argument(None, help="The message text, or - to read it from stdin."),
+    role: str = typer.Option("user", "--role", "-r", help="user, assistant, system or tool."),
+    conversation: str = typer.Option(None, "--conversation", "-c", envvar="LTM_CONVERSATION",
+                                     help="Conversation id (made on first use) [env LTM_CONVERSATION]."),
+    new: bool = typer.Option(False, "--new", help="Start a new conversation; prints its id."),
+    title: str = typer.Option(None, "--title", help="Title of a conversation this starts."),
+    name: str = typer.Option(None, "--name", help="Who said it (a person's or an agent's name)."),
+    tool: str = typer.Option(None, "--tool", help="Name of the tool this turn called."),
+    args: str = typer.Option(None, "--args", help="The tool's arguments, as JSON."),
+    result: str = typer.Option(None, "--result", help="What the tool returned."),
+    outcome: str = typer.Option(None, "--outcome", help="success, failure, partial or unknown."),
+    note: str = typer.Option(None, "--note", help="Why it worked or failed."),
+    meta: list[str] = META_OPTION,
+    at: str = typer.Option(None, "--at", help="When it was said (ISO 8601); default now."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Record one turn. Prints the message id (with --new: the new conversation's id).
+
+    It is embedded before the command returns, so `ltm history search` finds it at once."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    from ltm_cli.cli.ingest import parse_meta
+    from ltm_cli.cli.settings import parse_time
+    from ltm_cli.conversations import NewMessage
+    from ltm_cli.services import history as svc
+
+    source = ctx.get_parameter_source("conversation")
+    if new and source is not None and source.name == "ENVIRONMENT":
+        conversation = None  # LTM_CONVERSATION does not fight an explicit --new
+    content = _read(text) if text == "-" else text
+    if content is None and not tool:
+        raise InvalidInputError("no message text", hint="give TEXT, or - to read it from stdin")
+    tool_args = None
+    if args is not None:
+        try:
+            tool_args = json.loads(args)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"--args is not valid JSON: {exc.msg} at character {exc.pos}") from None
+    message = NewMessage(role=role, content=content or "", name=name, tool_name=tool, tool_args=tool_args,
+                         tool_result=result, outcome=outcome, outcome_note=note, metadata=parse_meta(meta),
+                         created_at=parse_time(at))
+    added = svc.add(s.db(), _embedder(s), s.config().store, message, conversation=conversation, new=new,
+                    title=title)
+
+    def human(a: svc.Added) -> None:
+        out.raw(a.conversation_id if new else str(a.message_id))
+        if new:
+            out.message(f"message {a.message_id} starts conversation {a.conversation_id}")
+        elif a.new_conversation:
+            out.message(f"started conversation {a.conversation_id}")
+
+    out.data(added, human)
+
+
+@app.command("outcome")
+def outcome_(
+    ctx: typer.Context,
+    message_id: int = typer.Argument(..., help="The message whose outcome is now known."),
+    outcome: str = typer.Argument(..., help="success, failure, partial or unknown."),
+    note: str = typer.Option(None, "--note", help="Why it worked or failed."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Record how an action turned out, after the fact."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    from ltm_cli.services import history as svc
+
+    message = svc.set_outcome(s.db(), s.config().store, message_id, outcome, note)
+    out.data(message, lambda m: out.success(f"message {m.id}: {m.outcome}"))
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: str = typer.Argument(..., help="OpenAI chat JSON/JSONL, a `role: text` transcript, or - for stdin."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Import conversations. Re-importing adds nothing; a conversation that grew gets its new turns.
+
+    JSON: {"messages": [...]} or a list of them; JSONL: one conversation per line; anything else is read as a
+    transcript of `role: text` lines. Bad lines are reported and skipped (exit code 1), the rest imported."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    from ltm_cli.conversations import parse
+    from ltm_cli.services import history as svc
+
+    name = "standard input" if file == "-" else file
+    conversations, problems = parse(_read(file), name)
+    with out.progress(transient=True) as bar:
+        task = bar.add_task("importing", total=len(conversations), status="")
+
+        def progress(event: str, n: int) -> None:
+            if event == "conversation":
+                bar.advance(task)
+            elif event == "embedded":
+                bar.update(task, status=f"embedded {n} messages")
+
+        summary = svc.import_conversations(s.db(), _embedder(s), s.config().store, conversations, problems,
+                                           progress)
+    if out.machine:
+        out.data(summary)
+    else:
+        for problem in summary.problems:
+            out.error(f"{name}:{problem.line}: {problem.message}")
+        for conv in summary.conversations:
+            if conv.status == "conflict":
+                out.error(f"{name}:{conv.line}: conversation {conv.conversation_id}: {conv.error}")
+        out.success(f"imported: {summary.count('added')} added, {summary.count('appended')} appended, "
+                    f"{summary.count('unchanged')} unchanged, {summary.count('conflict')} conflicting, "
+                    f"{len(summary.problems)} bad; {summary.messages} messages")
+    if summary.problems or summary.count("conflict"):
+        raise typer.Exit(ExitCode.FAILURE)
+
+
+def _message_rows(messages: list) -> list[dict[str, Any]]:
+    return [{"id": m.id, "time": local_time(m.created_at), "conversation": m.conversation_id[:36], "#": m.seq,
+             "who": m.name or m.role, "outcome": m.outcome or "",
+             "text": " ".join((m.content or (f"[{m.tool_name}]" if m.tool_name else "")).split())[:80]}
+            for m in messages]
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    conversation: str = CONVERSATION_OPTION,
+    since: str = SINCE_OPTION,
+    until: str = UNTIL_OPTION,
+    role: str = ROLE_OPTION,
+    outcome: str = OUTCOME_OPTION,
+    limit: int = typer.Option(50, "--limit", "-n", help="The most recent N messages (0: all)."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Recent messages, oldest first, with their outcomes."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    from ltm_cli.cli.settings import parse_time
+    from ltm_cli.services import history as svc
+
+    rows = svc.list_messages(s.db(), s.config().store, conversation=conversation, since=parse_time(since),
+                             until=parse_time(until), role=role, outcome=outcome, limit=limit or None)
+    out.data(rows, lambda r: out.table(_message_rows(r), ["id", "time", "conversation", "#", "who", "outcome",
+                                                          "text"], empty="no messages"))
+
+
+@app.command("conversations")
+def conversations(
+    ctx: typer.Context,
+    since: str = typer.Option(None, "--since", help="Active at or after this time (ISO 8601)."),
+    limit: int = typer.Option(50, "--limit", "-n", help="The most recent N (0: all)."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Conversations, most recently active first."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    from ltm_cli.cli.settings import parse_time
+    from ltm_cli.services import history as svc
+
+    rows = svc.list_conversations(s.db(), s.config().store, since=parse_time(since), limit=limit or None)
+    out.data(rows, lambda r: out.table(
+        [{"id": c.id, "title": (c.title or "")[:40], "messages": c.messages, "started": local_time(c.created_at),
+          "last": local_time(c.updated_at)} for c in r], ["id", "title", "messages", "started", "last"],
+        empty="no conversations"))
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    conversation: str = typer.Argument(..., help="Conversation id."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """A conversation as a readable transcript (--json: its raw messages)."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    from ltm_cli.services import history as svc
+
+    info, messages = svc.show(s.db(), s.config().store, conversation)
+
+    def human(_: Any) -> None:
+        from rich.markup import escape
+
+        out.out.print(f"[bold]{escape(info.title or info.id)}[/bold]  [dim]{info.id} · {len(messages)} messages · "
+                      f"{local_time(info.created_at)} – {local_time(info.updated_at)}[/dim]")
+        for m in messages:
+            who = escape(m.name or m.role)
+            outcome = f"  [{'green' if m.outcome == 'success' else 'red'}]{m.outcome}" \
+                      f"{' — ' + escape(m.outcome_note) if m.outcome_note else ''}[/]" if m.outcome else ""
+            out.out.print(f"\n[dim]#{m.seq} {local_time(m.created_at)} (id {m.id})[/dim] [bold]{who}[/bold]"
+                          f"{outcome}")
+            if m.content:
+                out.out.print(escape(m.content), highlight=False)
+            if m.tool_name:
+                args = json.dumps(m.tool_args, ensure_ascii=False) if m.tool_args is not None else ""
+                out.out.print(f"[cyan]→ {escape(m.tool_name)}[/cyan]({escape(args)})", highlight=False)
+            if m.tool_result:
+                out.out.print(f"[cyan]←[/cyan] {escape(m.tool_result)}", highlight=False)
+
+    out.data({"conversation": info, "messages": messages}, human)
+
+
+@app.command("rm")
+def rm(
+    ctx: typer.Context,
+    conversations: list[str] = typer.Argument(..., help="Conversation ids."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Delete conversations with all their messages."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    from ltm_cli.services import history as svc
+
+    confirm(f"Delete conversation(s) {', '.join(conversations)}?", yes=yes,
+            refusal="refusing to delete conversations without confirmation")
+    removed = svc.remove(s.db(), s.config().store, conversations)
+    out.data({"removed": removed}, lambda v: out.success(f"deleted {len(v['removed'])} conversation(s)"))
+
+
+@app.command("prune")
+def prune(
+    ctx: typer.Context,
+    before: str = typer.Option(..., "--before", help="Delete conversations last active before this (ISO 8601)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would go; delete nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Delete whole conversations whose last message is older than --before."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    from ltm_cli.cli.settings import parse_time
+    from ltm_cli.services import history as svc
+
+    cutoff = parse_time(before)
+    doomed = svc.prune(s.db(), s.config().store, cutoff, dry_run=True)
+    if not dry_run and doomed:
+        confirm(f"Delete {len(doomed)} conversation(s) last active before {local_time(cutoff)}?", yes=yes,
+                refusal="refusing to prune without confirmation")
+        doomed = svc.prune(s.db(), s.config().store, cutoff)
+    verb = "would delete" if dry_run else "deleted"
+    out.data({"dry_run": dry_run, "conversations": doomed}, lambda v: (
+        [out.message(f"  {c.id}  {c.messages} messages, last {local_time(c.updated_at)}") for c in doomed],
+        out.success(f"{verb} {len(doomed)} conversation(s)")))
+
+
+@app.command("search")
+def search(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help="What to look for."),
+    limit: int = LIMIT_OPTION,
+    mode: str = MODE_OPTION,
+    conversation: str = CONVERSATION_OPTION,
+    role: str = ROLE_OPTION,
+    outcome: str = OUTCOME_OPTION,
+    meta: list[str] = META_OPTION,
+    since: str = SINCE_OPTION,
+    until: str = UNTIL_OPTION,
+    context: int = typer.Option(1, "--context", "-C", help="Turns shown before and after each hit (0: none)."),
+    jsonl: bool = JSONL_OPTION,
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Search past conversations (same retrieval as `ltm search --kind history`).
+
+    `--outcome failure` answers "what went wrong last time I did X"."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s, jsonl=jsonl)
+    filters = build_filters("history", None, None, meta, since, until, role, outcome, conversation)
+    hits = run_search(s, query, mode=mode, limit=limit, filters=filters, context=context)
+    out.data(hits, lambda rows: render_hits(out, rows))
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    conversation: str = typer.Option(None, "--conversation", "-c", help="Only this conversation."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    store: str = STORE_OPTION,
+) -> None:
+    """Conversations as JSONL (OpenAI chat format plus ltm's fields); `ltm history import` reads it back."""
+    s = state(ctx, store=store)
+    from ltm_cli.render import dumps
+    from ltm_cli.services import history as svc
+
+    lines = [dumps(c, indent=None) + "\n" for c in svc.export(s.db(), s.config().store, conversation)]
+    if output is None:
+        sys.stdout.write("".join(lines))
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(output)  # never a half-written export
+    renderer(s).success(f"exported {len(lines)} conversation(s) to {output}")
+
+
+@app.command("embed")
+def embed(
+    ctx: typer.Context,
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Embed messages that have no vector for the current embedder (after switching models)."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    from ltm_cli.services import history as svc
+
+    count = svc.embed_missing(s.db(), _embedder(s), s.config().store)
+    out.data({"embedded": count}, lambda v: out.success(f"embedded {v['embedded']} message(s)"))

@@ -1,0 +1,167 @@
+"""`ltm recall`: the best hits as one Markdown block an LLM can read, within a token budget."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ltm_cli.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from ltm_cli.services.search import Hit
+    from ltm_cli.storage.engine import Database
+
+MIN_OVERLAP = 12  # characters: shorter common edges are coincidence, not chunk overlap
+
+
+@dataclass
+class Passage:
+    number: int
+    kind: str
+    citation: str
+    text: str
+    tokens: int
+    hit_ids: list[int] = field(default_factory=list)
+    source: str | None = None
+    location: dict[str, Any] = field(default_factory=dict)
+    conversation_id: str | None = None
+    # what merging needs
+    _doc: int | None = None
+    _ordinals: list[int] = field(default_factory=list)
+    _turns: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class Recall:
+    query: str
+    budget: int
+    tokens: int
+    passages: list[Passage]
+    markdown: str
+
+
+def merge_overlapping(first: str, second: str) -> str:
+    """Join two neighbouring chunks, dropping the text the second repeats from the end of the first."""
+    longest = min(len(first), len(second))
+    for size in range(longest, MIN_OVERLAP - 1, -1):
+        if first.endswith(second[:size]):
+            return first + second[size:]
+    return first.rstrip() + "\n\n" + second.lstrip()
+
+
+def _count(text: str) -> int:
+    from ltm_cli.embedders.base import count_tokens
+
+    return count_tokens([text])[0]
+
+
+def _doc_citation(hit: Hit) -> str:
+    from ltm_cli.services.search import citation
+
+    where = citation(hit.location)
+    name = hit.title or (hit.source or "").rsplit("/", 1)[-1]
+    return f"{name} — {where}" if where else name
+
+
+def _turn_line(turn: dict[str, Any]) -> str:
+    who = turn.get("name") or turn["role"]
+    when = turn["created_at"].strftime("%Y-%m-%d %H:%M UTC") if turn.get("created_at") else ""
+    outcome = f" _(outcome: {turn['outcome']})_" if turn.get("outcome") else ""
+    return f"- **{who}** ({when}): {' '.join(turn['content'].split())}{outcome}"
+
+
+def _render_turns(turns: dict[int, str]) -> str:
+    return "\n".join(turns[seq] for seq in sorted(turns))
+
+
+def _clip(text: str, tokens: int) -> str:
+    """Cut text to about `tokens` tokens on a word boundary."""
+    words = text.split(" ")
+    low, high = 0, len(words)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if _count(" ".join(words[:mid])) <= tokens:
+            low = mid
+        else:
+            high = mid - 1
+    return " ".join(words[:low]) + " …"
+
+
+def recall(db: Database | None, query: str, hits: Sequence[Hit], *, budget: int = 1500) -> Recall:
+    """Greedy by rank: each hit joins the passage of its neighbour (same document and adjacent chunk, or
+    same conversation) or starts a new one, as long as the whole block stays within `budget` tokens."""
+    if budget < 50:
+        raise InvalidInputError("--budget must be at least 50 tokens")
+    header = f"# Memory recalled for: {query}\n"
+    used = _count(header)
+    passages: list[Passage] = []
+    for hit in hits:
+        target = None
+        if hit.kind == "docs":
+            target = next((p for p in passages if p._doc == hit.document_id and any(
+                abs(o - hit.ordinal) <= 1 for o in p._ordinals)), None)
+        else:
+            target = next((p for p in passages if p.conversation_id == hit.conversation_id and any(
+                abs(s - hit.seq) <= 1 + len(hit.context) for s in p._turns)), None)
+        if target is not None:
+            old_text, old_tokens = target.text, target.tokens
+            if hit.kind == "docs":
+                if hit.ordinal in target._ordinals:
+                    continue
+                target.text = (merge_overlapping(hit.text, target.text) if hit.ordinal < min(target._ordinals)
+                               else merge_overlapping(target.text, hit.text))
+                target._ordinals.append(hit.ordinal)
+            else:
+                for turn in hit.context or [_hit_turn(hit)]:
+                    target._turns.setdefault(turn["seq"], _turn_line(turn))
+                target.text = _render_turns(target._turns)
+            target.tokens = _count(target.text)
+            if used - old_tokens + target.tokens > budget:
+                target.text, target.tokens = old_text, old_tokens  # does not fit: keep the passage as it was
+                if hit.kind == "docs":
+                    target._ordinals.remove(hit.ordinal)
+                continue
+            used += target.tokens - old_tokens
+            target.hit_ids.append(hit.id)
+            continue
+        passage = _new_passage(len(passages) + 1, hit)
+        heading = f"\n## [{passage.number}] {passage.citation}\n"
+        cost = passage.tokens + _count(heading)
+        if used + cost > budget:
+            room = budget - used - _count(heading) - 5
+            if passages or room < 40:
+                continue
+            passage.text = _clip(passage.text, room)  # the best hit alone is too long: give its start
+            passage.tokens = _count(passage.text)
+            cost = passage.tokens + _count(heading)
+        passages.append(passage)
+        used += cost
+    markdown = header + "".join(f"\n## [{p.number}] {p.citation}\n{_source_line(p)}\n{p.text}\n" for p in passages)
+    if not passages:
+        markdown += "\n_No stored memory matches this._\n"
+    return Recall(query, budget, _count(markdown), passages, markdown)
+
+
+def _hit_turn(hit: Hit) -> dict[str, Any]:
+    return {"id": hit.id, "seq": hit.seq, "role": hit.role, "name": hit.name, "content": hit.text,
+            "created_at": hit.created_at, "outcome": hit.outcome}
+
+
+def _source_line(passage: Passage) -> str:
+    if passage.kind == "docs":
+        return f"Source: `{passage.source}`\n"
+    return f"Conversation: `{passage.conversation_id}`\n"
+
+
+def _new_passage(number: int, hit: Hit) -> Passage:
+    if hit.kind == "docs":
+        passage = Passage(number, "docs", _doc_citation(hit), hit.text, 0, [hit.id], hit.source, hit.location,
+                          _doc=hit.document_id, _ordinals=[hit.ordinal])
+    else:
+        turns = {t["seq"]: _turn_line(t) for t in (hit.context or [_hit_turn(hit)])}
+        when = hit.created_at.strftime("%Y-%m-%d") if hit.created_at else ""
+        passage = Passage(number, "history", f"conversation {hit.conversation_id}, {when}", _render_turns(turns), 0,
+                          [hit.id], conversation_id=hit.conversation_id, _turns=turns)
+    passage.tokens = _count(passage.text)
+    return passage
