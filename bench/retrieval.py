@@ -72,15 +72,19 @@ def collapse(keys: list, source_of: dict[int, str]) -> list[str]:
 
 
 def evaluate(db, embedder, store: str, queries: dict[str, str], qrels, k: int) -> dict:
-    from ltm_cli.services.search import Filters, convex, leg_results, row_keys, rrf
+    from ltm_cli.services.search import Filters, convex, leg_results, row_keys, rrf, search
 
-    per_query = {}
-    start = time.perf_counter()
+    per_query, product, no_feedback = {}, {}, {}
     for qid, text in queries.items():
-        legs = leg_results(db, embedder, store, text, filters=Filters(), k=k)
-        per_query[qid] = legs
+        per_query[qid] = leg_results(db, embedder, store, text, filters=Filters(), k=k)
+    start = time.perf_counter()
+    for qid, text in queries.items():  # what `ltm search -n 100` returns, defaults and all
+        product[qid] = [("docs", h.id) for h in search(db, embedder, store, text, limit=100)]
     seconds = time.perf_counter() - start
+    for qid, text in queries.items():
+        no_feedback[qid] = [("docs", h.id) for h in search(db, embedder, store, text, limit=100, feedback=False)]
     ids = {key[1] for legs in per_query.values() for leg in legs.values() for key, _ in leg}
+    ids |= {key[1] for run in (product, no_feedback) for keys in run.values() for key in keys}
     source_of = row_keys(db, "docs", sorted(ids))
     dump = Path(os.environ["LTM_HOME"]) / f"legs-{store}.pkl"
     dump.write_bytes(pickle.dumps({"legs": per_query, "source_of": source_of, "qrels": qrels}))
@@ -97,7 +101,10 @@ def evaluate(db, embedder, store: str, queries: dict[str, str], qrels, k: int) -
            "keyword": score(lambda legs: [key for key, _ in legs["keyword"]]),
            "vector": score(lambda legs: [key for key, _ in legs["vector"]])}
     if embedder is not None:
-        out["hybrid"] = score(lambda legs: [key for key, _, _ in rrf(legs)])
+        out["hybrid"] = score(lambda legs: product[next(q for q, v in per_query.items() if v is legs)])
+        out["hybrid_without_feedback"] = score(
+            lambda legs: no_feedback[next(q for q, v in per_query.items() if v is legs)])
+        out["plain_rrf"] = score(lambda legs: [key for key, _, _ in rrf(legs)])
         variants = {}
         for rrf_k in (10, 30, 60, 100):
             for wv in (0.5, 0.75, 1.0, 1.5, 2.0):
@@ -116,7 +123,7 @@ def main() -> None:
     parser.add_argument("--embedder", nargs="+", default=["local"], help="local, hash (or openai if configured)")
     parser.add_argument("--chunk-tokens", type=int, default=None)
     parser.add_argument("--chunk-overlap", type=int, default=None)
-    parser.add_argument("--k", type=int, default=200, help="candidates per retriever (chunks)")
+    parser.add_argument("--k", type=int, default=100, help="candidates per retriever (chunks)")
     parser.add_argument("--home", default=str(ROOT / "bench" / ".home"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "retrieval.json"))
     args = parser.parse_args()
@@ -157,7 +164,8 @@ def main() -> None:
             key = f"{dataset}/{embedder_name}/{config.chunk_tokens}-{config.chunk_overlap}"
             results[key] = row
             best = max(row.get("fusion_variants_ndcg@10", {"-": 0}).items(), key=lambda kv: kv[1])
-            print(f"{key}: keyword {row['keyword']}  vector {row['vector']}  hybrid {row.get('hybrid')}  "
+            print(f"{key}: keyword {row['keyword']}  vector {row['vector']}  plain RRF {row.get('plain_rrf')}  "
+                  f"no feedback {row.get('hybrid_without_feedback')}  hybrid {row.get('hybrid')}  "
                   f"best fusion {best}  ({row['chunks']} chunks, ingest {row['ingest_seconds']}s, "
                   f"queries {row['query_seconds']}s)", flush=True)
         db.dispose()

@@ -21,7 +21,7 @@ class Passage:
     kind: str
     citation: str
     text: str
-    tokens: int
+    tokens: int  # of the whole block: citation, source line and text
     hit_ids: list[int] = field(default_factory=list)
     source: str | None = None
     location: dict[str, Any] = field(default_factory=dict)
@@ -116,7 +116,7 @@ def recall(db: Database | None, query: str, hits: Sequence[Hit], *, budget: int 
                 for turn in hit.context or [_hit_turn(hit)]:
                     target._turns.setdefault(turn["seq"], _turn_line(turn))
                 target.text = _render_turns(target._turns)
-            target.tokens = _count(target.text)
+            target.tokens = _count(_block(target))
             if used - old_tokens + target.tokens > budget:
                 target.text, target.tokens = old_text, old_tokens  # does not fit: keep the passage as it was
                 if hit.kind == "docs":
@@ -126,18 +126,15 @@ def recall(db: Database | None, query: str, hits: Sequence[Hit], *, budget: int 
             target.hit_ids.append(hit.id)
             continue
         passage = _new_passage(len(passages) + 1, hit)
-        heading = f"\n## [{passage.number}] {passage.citation}\n"
-        cost = passage.tokens + _count(heading)
-        if used + cost > budget:
-            room = budget - used - _count(heading) - 5
+        if used + passage.tokens > budget:
+            room = budget - used - (passage.tokens - _count(passage.text)) - 5
             if passages or room < 40:
                 continue
             passage.text = _clip(passage.text, room)  # the best hit alone is too long: give its start
-            passage.tokens = _count(passage.text)
-            cost = passage.tokens + _count(heading)
+            passage.tokens = _count(_block(passage))
         passages.append(passage)
-        used += cost
-    markdown = header + "".join(f"\n## [{p.number}] {p.citation}\n{_source_line(p)}\n{p.text}\n" for p in passages)
+        used += passage.tokens
+    markdown = header + "".join(_block(p) for p in passages)
     if not passages:
         markdown += "\n_No stored memory matches this._\n"
     return Recall(query, budget, _count(markdown), passages, markdown)
@@ -146,6 +143,11 @@ def recall(db: Database | None, query: str, hits: Sequence[Hit], *, budget: int 
 def _hit_turn(hit: Hit) -> dict[str, Any]:
     return {"id": hit.id, "seq": hit.seq, "role": hit.role, "name": hit.name, "content": hit.text,
             "created_at": hit.created_at, "outcome": hit.outcome}
+
+
+def _block(passage: Passage) -> str:
+    """One passage as it appears in the block: numbered citation, where it came from, the text."""
+    return f"\n## [{passage.number}] {passage.citation}\n{_source_line(passage)}\n{passage.text}\n"
 
 
 def _source_line(passage: Passage) -> str:
@@ -163,5 +165,5 @@ def _new_passage(number: int, hit: Hit) -> Passage:
         when = hit.created_at.strftime("%Y-%m-%d") if hit.created_at else ""
         passage = Passage(number, "history", f"conversation {hit.conversation_id}, {when}", _render_turns(turns), 0,
                           [hit.id], conversation_id=hit.conversation_id, _turns=turns)
-    passage.tokens = _count(passage.text)
+    passage.tokens = _count(_block(passage))
     return passage

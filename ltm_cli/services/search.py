@@ -22,6 +22,7 @@ from ltm_cli.storage.models import TS_CONFIG
 from ltm_cli.storage.stores import store_id
 
 if TYPE_CHECKING:
+    import numpy as np
     from sqlalchemy.engine import Connection
 
     from ltm_cli.embedders.base import Embedder
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 MODES = ("hybrid", "vector", "keyword")
 KINDS = ("docs", "history", "all")
 RRF_K = 60
+CANDIDATES = 100  # rows each retriever contributes to fusion
+ALPHA = 0.55  # weight of the vector side in score fusion
+FEEDBACK_ROWS = 3  # pseudo-relevance feedback: the best fused rows the query vector moves towards ...
+FEEDBACK_WEIGHT = 1.0  # ... with this weight (their mean is added to the unit query vector)
 EF_SEARCH = 100
 BM25_K1 = 1.2
 BM25_B = 0.75
@@ -173,19 +178,29 @@ def citation(location: dict[str, Any], source: str | None = None) -> str:
 
 
 # -- vector leg ----------------------------------------------------------------------------------------
+def _distance(dim: int) -> str:
+    return f"e.embedding::halfvec({int(dim)}) <=> CAST(:qvec AS halfvec({int(dim)}))"
+
+
+def vector_sql(corpus: _Corpus, where: list[str], space: int, dim: int) -> str:
+    """Nearest rows by the space's partial HNSW index: the literal space id and the cast to halfvec(dim) are
+    what let the planner match the index `embeddings_hnsw_space_N`."""
+    return f"""
+        SELECT x.id, {_distance(dim)} AS distance
+        FROM embeddings e JOIN {corpus.table} x ON x.embed_hash = e.content_hash {corpus.join}
+        WHERE e.space_id = {int(space)} AND {' AND '.join(where)}
+        ORDER BY {_distance(dim)} LIMIT :k"""
+
+
 def _vector_leg(conn: Connection, corpus: _Corpus, where: list[str], params: dict[str, Any], space: int, dim: int,
                 qvec: str, k: int) -> list[tuple[int, float]]:
     from sqlalchemy import text
 
     conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, k)}"))
     conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    distance = f"e.embedding::halfvec({dim}) <=> CAST(:qvec AS halfvec({dim}))"
+    distance = _distance(dim)
     args = {**params, "qvec": qvec, "k": k}
-    rows = conn.execute(text(f"""
-        SELECT x.id, {distance} AS distance
-        FROM embeddings e JOIN {corpus.table} x ON x.embed_hash = e.content_hash {corpus.join}
-        WHERE e.space_id = {int(space)} AND {' AND '.join(where)}
-        ORDER BY {distance} LIMIT :k"""), args).all()
+    rows = conn.execute(text(vector_sql(corpus, where, space, dim)), args).all()
     if len(rows) < k:
         # The index stops after hnsw.max_scan_tuples; a narrow filter may need more. Exact search over the
         # filtered rows decides whether fewer really exist: never silently fewer than --limit.
@@ -214,7 +229,8 @@ def _tf(weights: str, lexeme_param: str) -> str:
 
 
 def query_terms(conn: Connection, corpus: _Corpus, sid: int, query: str) -> tuple[int, float, list[tuple[str, int]]]:
-    """The store's row count and average length, and each query lexeme with its document frequency.
+    """The store's row count and average length, and each query lexeme (in query order) with its document
+    frequency.
 
     Frequent lexemes take their frequency from the planner's statistics (ANALYZE keeps the most common
     lexemes of every tsvector column); the rest are counted exactly, which the GIN index makes cheap because
@@ -227,13 +243,13 @@ def query_terms(conn: Connection, corpus: _Corpus, sid: int, query: str) -> tupl
         WITH st AS (SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs
                     FROM pg_stats WHERE schemaname = current_schema() AND tablename = '{corpus.table}'
                       AND attname = 'tsv'),
-             q AS (SELECT DISTINCT lexeme
-                   FROM unnest(tsvector_to_array(to_tsvector('{TS_CONFIG}'::regconfig, :query))) AS lexeme)
+             q AS (SELECT u.lexeme, u.positions[1] AS position
+                   FROM unnest(to_tsvector('{TS_CONFIG}'::regconfig, :query)) AS u)
         SELECT q.lexeme,
                coalesce((SELECT round(st.freqs[array_position(st.elems, q.lexeme)] * :n) FROM st),
                         (SELECT count(*) FROM {corpus.table} x
                          WHERE x.store_id = :store AND x.tsv @@ quote_literal(q.lexeme)::tsquery)) AS df
-        FROM q ORDER BY q.lexeme"""), {"store": sid, "query": query, "n": int(n)}).all()
+        FROM q ORDER BY q.position, q.lexeme"""), {"store": sid, "query": query, "n": int(n)}).all()
     return int(n), float(avg_len or 0.0), [(r.lexeme, int(r.df)) for r in rows]
 
 
@@ -245,6 +261,7 @@ def _keyword_leg(conn: Connection, corpus: _Corpus, sid: int, where: list[str], 
     terms = [(lexeme, df) for lexeme, df in terms if df > 0]
     if not terms:
         return []
+    idfs = {lexeme: math.log(1.0 + (n - df + 0.5) / (df + 0.5)) for lexeme, df in terms}
     # Rows to score are those holding one of the rarest terms (within a postings budget): a word found in
     # most rows adds little to BM25, and scoring every row that has it is what makes plain ts_rank slow.
     terms.sort(key=lambda item: item[1])
@@ -257,9 +274,9 @@ def _keyword_leg(conn: Connection, corpus: _Corpus, sid: int, where: list[str], 
     args = {**params, "k": k, "avg": max(avg_len, 1.0),
             "mq": " | ".join("'" + lexeme.replace("'", "''") + "'" for lexeme in matching)}
     tfs, parts = [], []
-    for i, (lexeme, df) in enumerate(terms):
+    for i, (lexeme, _) in enumerate(terms):
         args[f"l{i}"] = "'" + lexeme.replace("'", "''") + "'"
-        idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        idf = idfs[lexeme]
         tfs.append(f"{_tf('{1,1,1,1}', f'l{i}')} + {HEADING_BOOST - 1} * {_tf('{0,0,0,1}', f'l{i}')} AS tf{i}")
         parts.append(f"{idf!r} * t.tf{i} * {BM25_K1 + 1} / (t.tf{i} + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * "
                      f"x.token_count::float8 / :avg))")
@@ -340,10 +357,57 @@ def _details(conn: Connection, kind: str, ids: list[int], query: str) -> dict[in
     return {r["id"]: dict(r) for r in conn.execute(stmt, {"ids": ids, "query": query}).mappings()}
 
 
+def fuse(legs: dict[str, list[tuple[Key, float]]], fusion: str = "convex") -> Fused:
+    if fusion == "rrf":
+        return rrf(legs)
+    return convex(legs, ALPHA)
+
+
+def _legs(conn: Connection, kinds: Sequence[str], filters: Filters, sid: int, space: int | None, dim: int,
+          qvec: str | None, query: str | None, k: int) -> dict[str, list[tuple[Key, float]]]:
+    """Each retriever's best k rows over the kinds searched (a None query or vector skips that retriever)."""
+    legs: dict[str, list[tuple[Key, float]]] = {}
+    for kind in kinds:
+        corpus = CORPORA[kind]
+        params: dict[str, Any] = {"store": sid}
+        where = corpus.where(filters, params, conn, sid)
+        if qvec is not None:
+            found = _vector_leg(conn, corpus, where, params, space, dim, qvec, k) if space else []
+            legs.setdefault("vector", []).extend(((kind, i), s) for i, s in found)
+        if query is not None:
+            found = _keyword_leg(conn, corpus, sid, where, params, query, k)
+            legs.setdefault("keyword", []).extend(((kind, i), s) for i, s in found)
+    for leg in legs.values():  # two kinds: one list per retriever, best first
+        leg.sort(key=lambda item: -item[1])
+    return legs
+
+
+def _feedback_vector(conn: Connection, space: int, qvec: np.ndarray, top: Sequence[Key]) -> str:
+    """Pseudo-relevance feedback: the query vector moved towards the mean of the first pass's best rows."""
+    import numpy as np
+    from sqlalchemy import text
+
+    found = []
+    for kind in {key[0] for key in top}:
+        rows = conn.execute(text(
+            f"SELECT e.embedding::text FROM {CORPORA[kind].table} x JOIN embeddings e ON e.space_id = {int(space)} "
+            "AND e.content_hash = x.embed_hash WHERE x.id = ANY(:ids)"),
+            {"ids": [i for kd, i in top if kd == kind]}).scalars()
+        found.extend(np.array(row.strip("[]").split(","), dtype=np.float32) for row in rows)
+    if not found:
+        return vectors.vector_literal(qvec)
+    moved = qvec + FEEDBACK_WEIGHT * np.mean(found, axis=0)
+    return vectors.vector_literal(moved / np.linalg.norm(moved))
+
+
 def search(db: Database, embedder: Embedder | None, store: str, query: str, *, mode: str = "hybrid",
-           limit: int = 10, filters: Filters | None = None, candidates: int = 50, context: int = 0,
-           rrf_k: int = RRF_K, weights: dict[str, float] | None = None) -> list[Hit]:
-    """The best `limit` passages or messages for a query; `context` adds neighbouring turns to history hits."""
+           limit: int = 10, filters: Filters | None = None, candidates: int = CANDIDATES, context: int = 0,
+           fusion: str = "convex", feedback: bool = True) -> list[Hit]:
+    """The best `limit` passages or messages for a query; `context` adds neighbouring turns to history hits.
+
+    Hybrid: BM25 and vector legs fused by score (min-max scaled, ALPHA on the vector side), then one round of
+    vector pseudo-relevance feedback (FEEDBACK_ROWS best fused rows) and the fusion again. Both choices come
+    from bench/retrieval.py (see the README)."""
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
     if not query.strip():
@@ -357,26 +421,22 @@ def search(db: Database, embedder: Embedder | None, store: str, query: str, *, m
     if mode != "keyword":
         if embedder is None:
             raise InvalidInputError(f"mode {mode} needs an embedder")
-        qvec = vectors.vector_literal(embedder.embed([query])[0])
-    legs: dict[str, list[tuple[Key, float]]] = {}
+        qvec = embedder.embed([query])[0]
     with db.connect() as conn:
         sid = store_id(conn, store, create=False)
         if sid is None:
             return []
-        space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim) if qvec else None
-        for kind in kinds:
-            corpus = CORPORA[kind]
-            params: dict[str, Any] = {"store": sid}
-            where = corpus.where(filters, params, conn, sid)
-            if qvec is not None:
-                found = _vector_leg(conn, corpus, where, params, space, embedder.dim, qvec, k) if space else []
-                legs.setdefault("vector", []).extend(((kind, i), s) for i, s in found)
-            if mode != "vector":
-                found = _keyword_leg(conn, corpus, sid, where, params, query, k)
-                legs.setdefault("keyword", []).extend(((kind, i), s) for i, s in found)
-        for leg in legs.values():  # two kinds: one list per retriever, best first
-            leg.sort(key=lambda item: -item[1])
-        fused = rrf(legs, rrf_k, weights)[:limit]
+        space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim) if qvec is not None \
+            else None
+        dim = embedder.dim if embedder is not None else 0
+        literal = vectors.vector_literal(qvec) if qvec is not None else None
+        legs = _legs(conn, kinds, filters, sid, space, dim, literal, query if mode != "vector" else None, k)
+        fused = fuse(legs, fusion)
+        if mode == "hybrid" and feedback and space and FEEDBACK_ROWS and fused:
+            moved = _feedback_vector(conn, space, qvec, [key for key, _, _ in fused[:FEEDBACK_ROWS]])
+            legs["vector"] = _legs(conn, kinds, filters, sid, space, dim, moved, None, k).get("vector", [])
+            fused = fuse(legs, fusion)
+        fused = fused[:limit]
         details = {kind: _details(conn, kind, [i for (kd, i), _, _ in fused if kd == kind], query) for kind in kinds}
     hits = []
     for rank, ((kind, row_id), score, detail) in enumerate(fused, start=1):
@@ -401,24 +461,16 @@ def search(db: Database, embedder: Embedder | None, store: str, query: str, *, m
 
 def leg_results(db: Database, embedder: Embedder | None, store: str, query: str, *, filters: Filters | None = None,
                 k: int = 100) -> dict[str, list[tuple[Key, float]]]:
-    """Each retriever's own ranking (for benchmarks that study fusion)."""
+    """Each retriever's own ranking, before fusion and feedback (for benchmarks that study fusion)."""
     filters = filters or Filters()
-    out: dict[str, list[tuple[Key, float]]] = {"vector": [], "keyword": []}
-    qvec = vectors.vector_literal(embedder.embed([query])[0]) if embedder is not None else None
     with db.connect() as conn:
         sid = store_id(conn, store, create=False)
         if sid is None:
-            return out
-        space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim) if qvec else None
-        for kind in filters.kinds():
-            corpus = CORPORA[kind]
-            params: dict[str, Any] = {"store": sid}
-            where = corpus.where(filters, params, conn, sid)
-            if space:
-                out["vector"] += [((kind, i), s) for i, s in
-                                  _vector_leg(conn, corpus, where, params, space, embedder.dim, qvec, k)]
-            out["keyword"] += [((kind, i), s) for i, s in _keyword_leg(conn, corpus, sid, where, params, query, k)]
-    return out
+            return {"vector": [], "keyword": []}
+        space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim) if embedder else None
+        literal = vectors.vector_literal(embedder.embed([query])[0]) if embedder else None
+        legs = _legs(conn, filters.kinds(), filters, sid, space, embedder.dim if embedder else 0, literal, query, k)
+    return {"vector": legs.get("vector", []), "keyword": legs.get("keyword", [])}
 
 
 def row_keys(db: Database, kind: str, ids: Sequence[int]) -> dict[int, Any]:

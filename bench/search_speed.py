@@ -1,0 +1,188 @@
+"""Search speed at 100k chunks: latency per mode, HNSW recall against exact search, CLI start-up.
+
+    python bench/search_speed.py [--rows 100000] [--queries 100]
+
+Corpus: chunks of ~150 words sampled from SciFact sentences; vectors are mixtures of real all-MiniLM-L6-v2
+embeddings of SciFact passages (two real vectors plus a little noise, renormalised), so the index sees the real
+embedding manifold without embedding 100k texts. Queries are SciFact claims with their real embeddings; query
+embedding time is excluded from the in-process figures (it is in the CLI figures). Writes
+bench/results/search_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data" / "scifact"
+
+
+class Fixed:
+    """An embedder that answers from precomputed vectors: the search is timed, not the model."""
+
+    def __init__(self, vectors: dict, provider: str, model: str, dim: int) -> None:
+        self.vectors, self.provider, self.model, self.dim = vectors, provider, model, dim
+        self.max_tokens, self.batch_size = 254, 64
+
+    def embed(self, texts):
+        import numpy as np
+
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "search_speed.json"))
+    args = parser.parse_args()
+
+    import numpy as np
+    from sqlalchemy import text
+
+    home = Path(tempfile.mkdtemp(prefix="ltm-speed-"))
+    os.environ["LTM_HOME"] = str(home)
+    os.environ.pop("LTM_DATABASE_URL", None)
+    from ltm_cli.chunking import Chunk
+    from ltm_cli.config import load_config
+    from ltm_cli.embedders.local import LocalEmbedder
+    from ltm_cli.services import search as svc
+    from ltm_cli.services.ingest import write_chunks
+    from ltm_cli.storage import vectors
+    from ltm_cli.storage.engine import Database
+    from ltm_cli.storage.server import EmbeddedServer
+    from ltm_cli.storage.stores import store_id
+
+    rng = np.random.default_rng(42)
+    corpus = [json.loads(line) for line in (DATA / "corpus.jsonl").open()]
+    sentences = [s.strip() + "." for doc in corpus for s in doc["text"].split(". ") if len(s.split()) > 4]
+    queries = [json.loads(line)["text"] for line in (DATA / "queries.jsonl").open()][:args.queries]
+    local = LocalEmbedder()
+    start = time.perf_counter()
+    seeds = local.embed([f"{d['title']}\n\n{d['text']}" for d in corpus[:2000]])
+    qvecs = local.embed(queries)
+    results: dict = {"rows": args.rows, "queries": len(queries),
+                     "embedding_seconds_setup": round(time.perf_counter() - start, 1)}
+    print(f"embedded seeds and queries in {results['embedding_seconds_setup']}s", flush=True)
+
+    store = "speed"
+    config = load_config({"store": store})
+    db = Database(config)
+    try:
+        # -- build the store -------------------------------------------------------------------------
+        start = time.perf_counter()
+        texts, mats = [], []
+        for i in range(args.rows):
+            texts.append(" ".join(rng.choice(sentences, 8)) + f" (passage {i})")
+        a, b = rng.integers(0, len(seeds), args.rows), rng.integers(0, len(seeds), args.rows)
+        w = rng.uniform(0.55, 0.9, (args.rows, 1)).astype(np.float32)
+        mats = w * seeds[a] + (1 - w) * seeds[b] + rng.normal(0, 0.01, (args.rows, seeds.shape[1])).astype(np.float32)
+        mats /= np.linalg.norm(mats, axis=1, keepdims=True)
+        hashes = [hashlib.sha256(t.encode()).digest() for t in texts]
+        with db.connect() as conn:
+            sid = store_id(conn, store, create=True)
+            space = vectors.ensure_space(conn, local.provider, local.model, local.dim)
+            vectors.drop_index(conn, space)
+            vectors.write(conn, space, hashes, mats)
+            for start_row in range(0, args.rows, 10_000):
+                doc = conn.execute(text("INSERT INTO documents (store_id, source, content_hash, media_type) "
+                                        "VALUES (:s, :src, '\\x00', 'text/plain') RETURNING id"),
+                                   {"s": sid, "src": f"doc{start_row}"}).scalar()
+                part = range(start_row, min(args.rows, start_row + 10_000))
+                write_chunks(conn, doc, sid, [Chunk(i - start_row, texts[i], None, {}, len(texts[i].split()))
+                                              for i in part], [hashes[i] for i in part])
+        load_s = time.perf_counter() - start
+        start = time.perf_counter()
+        with db.connect() as conn:
+            vectors.ensure_index(conn, space, local.dim)
+        index_s = time.perf_counter() - start
+        db.analyze("chunks", "documents", "embeddings")
+        results["build"] = {"load_seconds": round(load_s, 1), "hnsw_seconds": round(index_s, 1)}
+        print(f"built: {results['build']}", flush=True)
+
+        # -- latency per mode ---------------------------------------------------------------------------
+        fixed = Fixed({q: v for q, v in zip(queries, qvecs, strict=True)}, local.provider, local.model, local.dim)
+        for mode in ("vector", "keyword", "hybrid"):
+            times = []
+            for q in queries + queries[:10]:  # the first ten twice: warm
+                t0 = time.perf_counter()
+                svc.search(db, fixed, store, q, mode=mode, limit=10)
+                times.append((time.perf_counter() - t0) * 1000)
+            times = times[10:]
+            results[f"{mode}_ms"] = {"p50": round(statistics.median(times), 1), "p95": round(percentile(times, .95), 1)}
+            print(f"{mode}: {results[f'{mode}_ms']}", flush=True)
+        filtered = []
+        for q in queries:
+            t0 = time.perf_counter()
+            hits = svc.search(db, fixed, store, q, mode="vector", limit=10,
+                              filters=svc.Filters(source="doc90000" if args.rows > 90_000 else "doc0"))
+            filtered.append(((time.perf_counter() - t0) * 1000, len(hits)))
+        results["vector_filtered_10pct_ms"] = {"p50": round(statistics.median(t for t, _ in filtered), 1),
+                                               "full_limit_share": sum(n == 10 for _, n in filtered) / len(filtered)}
+        print(f"vector, 10% filter: {results['vector_filtered_10pct_ms']}", flush=True)
+
+        # -- HNSW recall against exact search ----------------------------------------------------------------
+        corpus_def = svc.CORPORA["docs"]
+        for ef in (40, 100, 200):
+            recalls, times = [], []
+            for qv in qvecs:
+                literal = vectors.vector_literal(qv)
+                with db.connect() as conn:
+                    where = corpus_def.where(svc.Filters(), {}, conn, sid)
+                    conn.execute(text(f"SET LOCAL hnsw.ef_search = {ef}"))
+                    t0 = time.perf_counter()
+                    approx = [r.id for r in conn.execute(text(svc.vector_sql(corpus_def, where, space, local.dim)),
+                                                         {"store": sid, "qvec": literal, "k": 10})]
+                    times.append((time.perf_counter() - t0) * 1000)
+                    conn.execute(text("SET LOCAL enable_indexscan = off"))
+                    conn.execute(text("SET LOCAL enable_bitmapscan = off"))
+                    exact = [r.id for r in conn.execute(text(svc.vector_sql(corpus_def, where, space, local.dim)),
+                                                        {"store": sid, "qvec": literal, "k": 10})]
+                recalls.append(len(set(approx) & set(exact)) / 10)
+            results[f"hnsw_ef{ef}"] = {"recall@10": round(sum(recalls) / len(recalls), 3),
+                                       "p50_ms": round(statistics.median(times), 1)}
+            print(f"ef_search {ef}: {results[f'hnsw_ef{ef}']}", flush=True)
+
+        # -- the CLI as a fresh process ---------------------------------------------------------------------
+        env = {**os.environ, "LTM_STORE": store}
+        for label, argv in (("version", ["--version"]), ("search_keyword", ["search", queries[0], "--mode",
+                                                                           "keyword", "--json"]),
+                            ("search_hybrid_local", ["search", queries[0], "--json"])):
+            runs = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "ltm_cli", *argv], env=env, capture_output=True, check=True)
+                runs.append(time.perf_counter() - t0)
+            results[f"cli_{label}_s"] = round(statistics.median(runs), 3)
+            print(f"cli {label}: {results[f'cli_{label}_s']}s", flush=True)
+        imports = subprocess.run([sys.executable, "-X", "importtime", "-c", "import ltm_cli.cli"],
+                                 capture_output=True, text=True, env=env).stderr.splitlines()
+        total = [line for line in imports if line.rstrip().endswith("ltm_cli.cli")]
+        results["import_ltm_cli_cli_us"] = int(total[-1].split("|")[1]) if total else None
+        print(f"import ltm_cli.cli: {results['import_ltm_cli_cli_us']} µs")
+    finally:
+        db.dispose()
+        EmbeddedServer(home).stop()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
