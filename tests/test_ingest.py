@@ -127,6 +127,51 @@ def test_a_failure_mid_document_leaves_nothing_visible(cli, tmp_path, monkeypatc
     assert again["files"][0]["status"] == "added"
 
 
+def test_kill_9_mid_run_leaves_only_whole_documents_and_a_rerun_finishes(cli, tmp_path, store):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import text
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(1500):  # several chunks each
+        (folder / f"f{i:04}.md").write_text(f"# File {i}\n\n" + "\n\n".join(
+            f"## Part {p}\n\n" + f"file {i} part {p} sentence. " * 60 for p in range(3)))
+    proc = subprocess.Popen([sys.executable, "-m", "ltm_cli", "ingest", str(folder)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    db = Database(load_config())
+    try:
+        deadline = time.monotonic() + 120
+        visible = 0
+        while visible < 20 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            with db.connect() as conn:
+                visible = conn.execute(text("SELECT count(*) FROM documents d JOIN stores s ON s.id = d.store_id "
+                                            "WHERE s.name = :n"), {"n": store}).scalar()
+        assert proc.poll() is None, "the ingest finished before it could be killed: make it longer"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with db.connect() as conn:
+            counts = conn.execute(text(
+                "SELECT d.source, count(c.id) AS n, max(c.ordinal) AS top FROM documents d "
+                "JOIN stores s ON s.id = d.store_id LEFT JOIN chunks c ON c.document_id = d.id "
+                "WHERE s.name = :n GROUP BY d.source"), {"n": store}).all()
+    finally:
+        db.dispose()
+    assert 20 <= len(counts) < 1500
+    again = cli("ingest", str(folder), "--json").json()
+    statuses = [f["status"] for f in again["files"]]
+    assert statuses.count("unchanged") == len(counts) and statuses.count("added") == 1500 - len(counts)
+    complete = {f["source"]: f["chunks"] for f in again["files"]}
+    # every document that was visible after the kill already had all of its chunks, numbered without gaps
+    assert all(row.n == complete[row.source] and row.top == row.n - 1 for row in counts)
+    assert len(_docs(cli)) == 1500
+
+
 def test_markdown_chunks_keep_heading_paths_and_front_matter(cli, tmp_path):
     doc = tmp_path / "guide.md"
     doc.write_text("---\ntitle: The Guide\nowner: docs-team\n---\n# Install\n\nIntro.\n\n## Linux\n\n### Docker\n\n"

@@ -77,6 +77,7 @@ def ingest(
     config = s.config()
     with out.progress(transient=True) as bar:
         task = bar.add_task("ingesting", total=None, status="")
+        totals = {"texts": 0, "seconds": 0.0}  # embedding rate so far
 
         def progress(event: str, info: dict[str, Any]) -> None:
             if event == "start":
@@ -85,7 +86,11 @@ def ingest(
                 bar.advance(task)
                 bar.update(task, status=info["display"][-40:])
             elif event == "embedding":
-                bar.update(task, status=f"embedding {info['texts']} chunks")
+                rate = f" · {totals['texts'] / totals['seconds']:.0f} chunks/s" if totals["seconds"] else ""
+                bar.update(task, status=f"embedding {info['texts']} chunks{rate}")
+            elif event == "embedded":
+                totals["texts"] += info["texts"]
+                totals["seconds"] += info["seconds"]
             elif event == "index":
                 bar.update(task, status="building vector index")
 

@@ -35,7 +35,10 @@ class LocalEmbedder:
     model = "all-MiniLM-L6-v2-int8"
     dim = 384
     max_tokens = MAX_SEQ_LENGTH - 2  # room for [CLS] and [SEP]
-    batch_size = 64
+    # Measured on 1,500 SciFact abstracts (2 cores): batch 8 runs 24.0 texts/s at 586 MB peak RSS, batch 64
+    # 19.3 texts/s at 2,979 MB: attention memory grows with batch x length^2, and small length-sorted
+    # batches stay in cache.
+    batch_size = 8
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -296,7 +296,9 @@ class Ingestor:
         if texts:
             order = list(texts)
             self.progress("embedding", {"texts": len(order)})
+            started = time.perf_counter()
             matrix = self.embedder.embed([texts[h] for h in order])
+            self.progress("embedded", {"texts": len(order), "seconds": time.perf_counter() - started})
             # Vectors are a content-addressed cache: committed first, harmless if no document ever uses them.
             with self.db.connect() as conn:
                 vectors.write(conn, self._space_id, order, matrix)
