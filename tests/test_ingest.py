@@ -185,6 +185,15 @@ def test_markdown_chunks_keep_heading_paths_and_front_matter(cli, tmp_path):
     assert "```bash\ndocker run -it ltm\n```" in docker["text"] and "| 1 | 2 |" in docker["text"]
 
 
+def test_markdown_made_only_of_headings_is_still_indexed(cli, tmp_path):
+    (tmp_path / "outline.md").write_text("# Release plan\n\n## Freeze the branch on Friday\n## Tag v2.0\n")
+    result = cli("ingest", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.stderr
+    hits = cli("search", "freeze branch", "--mode", "keyword", "--json").json()
+    assert hits and hits[0]["text"] == "Freeze the branch on Friday"
+    assert hits[0]["location"]["heading"] == "Release plan > Freeze the branch on Friday"
+
+
 def test_markdown_tree_with_include_and_exclude(cli):
     result = cli("ingest", str(MARKDOWN / "typer-docs"), "--include", "*.md", "--exclude", "tutorial/*", "--json")
     assert result.exit_code == 0, result.stderr

@@ -52,12 +52,23 @@ def load_markdown(path: Path, data: bytes, options: LoadOptions) -> LoadedDocume
             sections.append(Section(list(blocks), heading=path_text, location=location))
             blocks.clear()
 
+    bare: list[int] = []  # [level, line] of the last heading while nothing has followed it yet
+
+    def keep_bare_heading(next_level: int) -> None:
+        """A heading with no text and no subheading under it is content: keep its words searchable."""
+        if bare and next_level <= bare[0]:
+            sections.append(Section([stack[-1][1]], heading=" > ".join(h for _, h in stack[:-1]) or title,
+                                    location={"heading": " > ".join(h for _, h in stack), "line": bare[1]}))
+        bare.clear()
+
     index = 0
     while index < len(tokens):
         token = tokens[index]
         if token.type == "heading_open" and token.map and token.map[0] >= covered:
             flush()
             level = int(token.tag[1])
+            keep_bare_heading(level)
+            bare[:] = [level, token.map[0] + offset + 1]
             heading = _clean_heading(tokens[index + 1].content)
             if title is None and level == 1:
                 title = heading
@@ -70,12 +81,14 @@ def load_markdown(path: Path, data: bytes, options: LoadOptions) -> LoadedDocume
             start, end = token.map
             block = "\n".join(lines[start:end]).strip("\n")
             if block.strip():
+                bare.clear()
                 if not blocks:
                     block_line = start + offset + 1
                 blocks.append(block)
             covered = end
         index += 1
     flush()
+    keep_bare_heading(0)  # the document ends: any heading still bare is a leaf
     if not sections:
         raise LoadError("no text in Markdown file")
     return LoadedDocument("text/markdown", title or path.stem, sections,

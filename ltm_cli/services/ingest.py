@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ltm_cli.embedders.base import Embedder
     from ltm_cli.storage.engine import Database
 
-PIPELINE_VERSION = 1  # bump when loaders or chunking change what a file turns into
+PIPELINE_VERSION = 2  # bump when loaders or chunking change what a file turns into
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"}
 BULK_FILES = 50  # from this many files (or BULK_BYTES) the HNSW index is rebuilt after the load
 BULK_BYTES = 5_000_000
