@@ -71,12 +71,33 @@ def collapse(keys: list, source_of: dict[int, str]) -> list[str]:
     return list(seen)
 
 
+def stock_rank(db, store: str, query: str, k: int, function: str, websearch: bool) -> list:
+    """PostgreSQL's own ranking, for comparison with ltm's BM25: ts_rank or ts_rank_cd over the OR of the
+    query's lexemes, or over websearch_to_tsquery (every word required)."""
+    from sqlalchemy import text
+
+    tsq = ("websearch_to_tsquery('english', :q)" if websearch else
+           "(SELECT string_agg(quote_literal(l), ' | ')::tsquery FROM unnest(tsvector_to_array("
+           "to_tsvector('english', :q))) AS l)")
+    with db.connect() as conn:
+        rows = conn.execute(text(f"""
+            WITH q AS (SELECT {tsq} AS tsq)
+            SELECT c.id, {function}(c.tsv, q.tsq) AS score FROM chunks c JOIN stores s ON s.id = c.store_id, q
+            WHERE s.name = :store AND c.tsv @@ q.tsq ORDER BY score DESC, c.id LIMIT :k"""),
+            {"q": query, "store": store, "k": k}).all()
+    return [(("docs", r.id), float(r.score)) for r in rows]
+
+
 def evaluate(db, embedder, store: str, queries: dict[str, str], qrels, k: int) -> dict:
     from ltm_cli.services.search import Filters, convex, leg_results, row_keys, rrf, search
 
     per_query, product, no_feedback = {}, {}, {}
+    stock = {name: {} for name in ("ts_rank", "ts_rank_cd", "ts_rank_websearch")}
     for qid, text in queries.items():
         per_query[qid] = leg_results(db, embedder, store, text, filters=Filters(), k=k)
+        stock["ts_rank"][qid] = stock_rank(db, store, text, k, "ts_rank", False)
+        stock["ts_rank_cd"][qid] = stock_rank(db, store, text, k, "ts_rank_cd", False)
+        stock["ts_rank_websearch"][qid] = stock_rank(db, store, text, k, "ts_rank", True)
     start = time.perf_counter()
     for qid, text in queries.items():  # what `ltm search -n 100` returns, defaults and all
         product[qid] = [("docs", h.id) for h in search(db, embedder, store, text, limit=100)]
@@ -85,6 +106,7 @@ def evaluate(db, embedder, store: str, queries: dict[str, str], qrels, k: int) -
         no_feedback[qid] = [("docs", h.id) for h in search(db, embedder, store, text, limit=100, feedback=False)]
     ids = {key[1] for legs in per_query.values() for leg in legs.values() for key, _ in leg}
     ids |= {key[1] for run in (product, no_feedback) for keys in run.values() for key in keys}
+    ids |= {key[1] for run in stock.values() for hits in run.values() for key, _ in hits}
     source_of = row_keys(db, "docs", sorted(ids))
     dump = Path(os.environ["LTM_HOME"]) / f"legs-{store}.pkl"
     dump.write_bytes(pickle.dumps({"legs": per_query, "source_of": source_of, "qrels": qrels}))
@@ -99,6 +121,9 @@ def evaluate(db, embedder, store: str, queries: dict[str, str], qrels, k: int) -
 
     out = {"queries": len(queries), "query_seconds": round(seconds, 1),
            "keyword": score(lambda legs: [key for key, _ in legs["keyword"]]),
+           **{f"stock_{name}": score(lambda legs, run=run: [
+               key for key, _ in run[next(q for q, v in per_query.items() if v is legs)]])
+              for name, run in stock.items()},
            "vector": score(lambda legs: [key for key, _ in legs["vector"]])}
     if embedder is not None:
         out["hybrid"] = score(lambda legs: product[next(q for q, v in per_query.items() if v is legs)])
@@ -164,6 +189,8 @@ def main() -> None:
             key = f"{dataset}/{embedder_name}/{config.chunk_tokens}-{config.chunk_overlap}"
             results[key] = row
             best = max(row.get("fusion_variants_ndcg@10", {"-": 0}).items(), key=lambda kv: kv[1])
+            print(f"{key}: ts_rank {row['stock_ts_rank']}  ts_rank_cd {row['stock_ts_rank_cd']}  "
+                  f"ts_rank websearch {row['stock_ts_rank_websearch']}")
             print(f"{key}: keyword {row['keyword']}  vector {row['vector']}  plain RRF {row.get('plain_rrf')}  "
                   f"no feedback {row.get('hybrid_without_feedback')}  hybrid {row.get('hybrid')}  "
                   f"best fusion {best}  ({row['chunks']} chunks, ingest {row['ingest_seconds']}s, "

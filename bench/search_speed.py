@@ -166,6 +166,35 @@ def main() -> None:
                                        "p50_ms": round(statistics.median(times), 1)}
             print(f"ef_search {ef}: {results[f'hnsw_ef{ef}']}", flush=True)
 
+        # -- HNSW recall on real embeddings: the SciFact store bench/retrieval.py leaves in bench/.home -------
+        real_home = ROOT / "bench" / ".home"
+        if (real_home / "pgdata").exists():
+            real = Database(load_config({"home": str(real_home), "store": "scifact-local-200-32"}))
+            try:
+                with real.connect() as conn:
+                    real_sid = store_id(conn, "scifact-local-200-32", create=False)
+                    real_space = vectors.find_space(conn, local.provider, local.model, local.dim)
+                if real_sid and real_space:
+                    for ef in (40, 100, 200):
+                        recalls = []
+                        for qv in qvecs:
+                            literal = vectors.vector_literal(qv)
+                            with real.connect() as conn:
+                                where = corpus_def.where(svc.Filters(), {}, conn, real_sid)
+                                conn.execute(text(f"SET LOCAL hnsw.ef_search = {ef}"))
+                                sql = svc.vector_sql(corpus_def, where, real_space, local.dim)
+                                bind = {"store": real_sid, "qvec": literal, "k": 10}
+                                approx = {r.id for r in conn.execute(text(sql), bind)}
+                                conn.execute(text("SET LOCAL enable_indexscan = off"))
+                                conn.execute(text("SET LOCAL enable_bitmapscan = off"))
+                                exact = {r.id for r in conn.execute(text(sql), bind)}
+                            recalls.append(len(approx & exact) / 10)
+                        results[f"hnsw_real_scifact_ef{ef}_recall@10"] = round(sum(recalls) / len(recalls), 3)
+                        print(f"real SciFact vectors, ef_search {ef}: recall@10 "
+                              f"{results[f'hnsw_real_scifact_ef{ef}_recall@10']}", flush=True)
+            finally:
+                real.dispose()
+
         # -- the CLI as a fresh process ---------------------------------------------------------------------
         env = {**os.environ, "LTM_STORE": store}
         for label, argv in (("version", ["--version"]), ("search_keyword", ["search", queries[0], "--mode",
