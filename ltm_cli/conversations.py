@@ -14,7 +14,7 @@ from typing import Any
 
 from ltm_cli.errors import InvalidInputError
 from ltm_cli.services.settings import check_value
-from ltm_cli.storage.models import OUTCOMES, ROLES
+from ltm_cli.storage.names import OUTCOMES, ROLES
 
 ROLE_ALIASES = {"human": "user", "ai": "assistant", "bot": "assistant", "developer": "system",
                 "function": "tool"}

@@ -85,9 +85,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    store: str = typer.Option(None, "--store", "-s", help="Memory store [env LTM_STORE; default: default]."),
+    store: str = typer.Option(None, "--store", "-s", help="Memory store (env LTM_STORE; default: default)."),
     database_url: str = typer.Option(
-        None, "--database-url", help="PostgreSQL URL [env LTM_DATABASE_URL; default: embedded server].",
+        None, "--database-url", help="PostgreSQL URL (env LTM_DATABASE_URL; default: the embedded server).",
         show_default=False),
     json_output: bool = typer.Option(False, "--json", help="JSON on stdout, for scripts."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr."),

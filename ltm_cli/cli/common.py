@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ltm_cli.storage.engine import Database
 
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout (for scripts).")
-STORE_OPTION = typer.Option(None, "--store", "-s", help="Memory store to use [env LTM_STORE; default: default].")
+STORE_OPTION = typer.Option(None, "--store", "-s", help="Memory store to use (env LTM_STORE; default: default).")
 
 
 @dataclass

@@ -49,7 +49,7 @@ def add(
     text: str = typer.Argument(None, help="The message text, or - to read it from stdin."),
     role: str = typer.Option("user", "--role", "-r", help="user, assistant, system or tool."),
     conversation: str = typer.Option(None, "--conversation", "-c", envvar="LTM_CONVERSATION",
-                                     help="Conversation id (made on first use) [env LTM_CONVERSATION]."),
+                                     help="Conversation id, made on first use (env LTM_CONVERSATION)."),
     new: bool = typer.Option(False, "--new", help="Start a new conversation; prints its id."),
     title: str = typer.Option(None, "--title", help="Title of a conversation this starts."),
     name: str = typer.Option(None, "--name", help="Who said it (a person's or an agent's name)."),
@@ -58,7 +58,7 @@ def add(
     result: str = typer.Option(None, "--result", help="What the tool returned."),
     outcome: str = typer.Option(None, "--outcome", help="success, failure, partial or unknown."),
     note: str = typer.Option(None, "--note", help="Why it worked or failed."),
-    meta: list[str] = META_OPTION,
+    meta: list[str] = typer.Option(None, "--meta", "-m", help="key=value metadata to keep (repeatable)."),
     at: str = typer.Option(None, "--at", help="When it was said (ISO 8601); default now."),
     store: str = STORE_OPTION,
     json_out: bool = JSON_OPTION,
@@ -156,9 +156,10 @@ def import_(
         for conv in summary.conversations:
             if conv.status == "conflict":
                 out.error(f"{name}:{conv.line}: conversation {conv.conversation_id}: {conv.error}")
-        out.success(f"imported: {summary.count('added')} added, {summary.count('appended')} appended, "
-                    f"{summary.count('unchanged')} unchanged, {summary.count('conflict')} conflicting, "
-                    f"{len(summary.problems)} bad; {summary.messages} messages")
+        line = (f"imported: {summary.count('added')} added, {summary.count('appended')} appended, "
+                f"{summary.count('unchanged')} unchanged, {summary.count('conflict')} conflicting, "
+                f"{len(summary.problems)} bad; {summary.messages} messages")
+        (out.warning if summary.problems or summary.count("conflict") else out.success)(line)
     if summary.problems or summary.count("conflict"):
         raise typer.Exit(ExitCode.FAILURE)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ltm_cli.errors import InvalidInputError, NotFoundError
 from ltm_cli.storage import vectors
-from ltm_cli.storage.models import TS_CONFIG
+from ltm_cli.storage.names import TS_CONFIG
 from ltm_cli.storage.stores import store_id
 
 if TYPE_CHECKING:

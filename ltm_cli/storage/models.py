@@ -26,20 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# Full-text configuration for every tsvector: portable (no custom dictionaries) to managed PostgreSQL.
-TS_CONFIG = "english"
-ROLES = ("user", "assistant", "system", "tool")
-OUTCOMES = ("success", "failure", "partial", "unknown")
-
-CHUNK_TSV = (
-    f"setweight(to_tsvector('{TS_CONFIG}'::regconfig, coalesce(heading, '')), 'A') || "
-    f"setweight(to_tsvector('{TS_CONFIG}'::regconfig, text), 'D')"
-)
-MESSAGE_TSV = (
-    f"setweight(to_tsvector('{TS_CONFIG}'::regconfig, coalesce(name, '')), 'A') || "
-    f"to_tsvector('{TS_CONFIG}'::regconfig, coalesce(content, '') || ' ' || coalesce(tool_name, '') "
-    f"|| ' ' || coalesce(tool_result, ''))"
-)
+from ltm_cli.storage.names import CHUNK_TSV, MESSAGE_TSV, OUTCOMES, ROLES, TS_CONFIG  # noqa: F401 (re-export)
 
 
 def _now() -> Any:
