@@ -31,7 +31,7 @@ def bashref(ltm_home, tmp_path_factory):
 def test_the_page_that_answers_comes_first(cli, bashref, query, page):
     hits = cli("--store", bashref, "search", query, "--json").json()
     assert hits[0]["location"] == {"page": page}
-    assert hits[0]["source"] == str(BASHREF)
+    assert hits[0]["source"] == str(BASHREF.resolve())  # sources are resolved paths
     human = cli("--store", bashref, "search", query, "-n", "1")
     assert f"page {page}" in human.stdout and "Bash Reference Manual" in human.stdout
 
@@ -57,7 +57,7 @@ def test_recall_stays_within_budget_and_cites_its_passages(cli, bashref):
     assert recall["tokens"] <= 400
     assert recall["passages"][0]["citation"] == "Bash Reference Manual — page 50"
     assert "# Memory recalled for: here documents delimiter" in recall["markdown"]
-    assert f"Source: `{BASHREF}`" in recall["markdown"]
+    assert f"Source: `{BASHREF.resolve()}`" in recall["markdown"]
     plain = cli("--store", bashref, "recall", "here documents delimiter", "--budget", "400")
     assert plain.stdout.strip() == recall["markdown"].strip()
     assert cli("--store", bashref, "recall", "x", "--budget", "10").exit_code == 4

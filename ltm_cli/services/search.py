@@ -326,9 +326,9 @@ def convex(legs: dict[str, list[tuple[Key, float]]], alpha: float = 0.5) -> Fuse
         weight = alpha if leg == "vector" else 1.0 - alpha
         scores = [score for _, score in hits]
         low, high = min(scores), max(scores)
-        span = (high - low) or 1.0
         for rank, (key, score) in enumerate(hits, start=1):
-            fused[key] = fused.get(key, 0.0) + weight * (score - low) / span
+            scaled = (score - low) / (high - low) if high > low else 1.0  # one score, or all equal: all count
+            fused[key] = fused.get(key, 0.0) + weight * scaled
             detail.setdefault(key, {})[leg] = (rank, score)
     ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
     return [(key, score, detail[key]) for key, score in ordered]
