@@ -240,3 +240,14 @@ def test_real_long_conversation_imports_and_finds_its_evidence(cli, tmp_path):
                    "--json").json()
         found += bool(set(qa["evidence"]) & {h["metadata"].get("dia_id") for h in hits})
     assert found / len(questions) >= 0.5
+
+
+def test_the_turn_after_a_matching_question_ranks_near_it(cli):
+    """Neighbour smoothing: the answer shares no word with the query, yet follows the turn that matches."""
+    turns = [("user", "What is the wifi password at the cabin?"), ("assistant", "It is moose-2024, on the fridge."),
+             ("user", "The cabin roof leaks again."), ("assistant", "I booked a roofer for Monday."),
+             ("user", "We painted the cabin door green."), ("assistant", "Nice colour choice.")]
+    for role, text in turns:
+        cli("history", "add", "-c", "cabin", "--role", role, text)
+    hits = cli("history", "search", "wifi password cabin", "--context", "0", "--json").json()
+    assert [h["seq"] for h in hits[:2]] == [1, 2]
