@@ -272,6 +272,7 @@ def _keyword_leg(conn: Connection, corpus: _Corpus, sid: int, where: list[str], 
     terms = [(lexeme, df) for lexeme, df in terms if df > 0]
     if not terms:
         return []
+    n = max(n, max(df for _, df in terms))  # statistics older than the exact counts must not make idf negative
     idfs = {lexeme: math.log(1.0 + (n - df + 0.5) / (df + 0.5)) for lexeme, df in terms}
     # Rows to score are those holding one of the rarest terms (within a postings budget): a word found in
     # most rows adds little to BM25, and scoring every row that has it is what makes plain ts_rank slow.
