@@ -192,3 +192,19 @@ def test_local_int8_model_agrees_with_the_fp32_reference(reference_wheel):
         ids = ids if len(ids) <= 256 else ids[:255] + [ids[-1]]
         cosine = float(vector @ embed(weights, ids))
         assert cosine >= 0.99, (text[:40], cosine)
+
+
+def test_the_optimised_model_cache_gives_the_same_vectors(tmp_path):
+    from ltm_cli.embedders import local
+
+    texts = ["A cat sits on the mat.", "How do I redirect standard error to a file in bash?"]
+    plain = LocalEmbedder().embed(texts)
+    first = LocalEmbedder(cache_dir=tmp_path).embed(texts)  # optimises and saves
+    saved = list(tmp_path.glob("minilm-int8-optimized-*.onnx"))
+    assert len(saved) == 1 and not list(tmp_path.glob("*.tmp"))
+    local._session.cache_clear()
+    second = LocalEmbedder(cache_dir=tmp_path).embed(texts)  # loads the saved graph
+    assert np.allclose(plain, first, atol=1e-5) and np.allclose(plain, second, atol=1e-5)
+    saved[0].write_bytes(b"not a model")  # a damaged cache falls back to the packaged model
+    local._session.cache_clear()
+    assert np.allclose(plain, LocalEmbedder(cache_dir=tmp_path).embed(texts), atol=1e-5)

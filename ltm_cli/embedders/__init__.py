@@ -21,7 +21,7 @@ def get_embedder(config: Config) -> Embedder:
     if name == "local":
         from ltm_cli.embedders.local import LocalEmbedder
 
-        return LocalEmbedder()
+        return LocalEmbedder(cache_dir=config.home_path / "cache")
     if name == "openai":
         from ltm_cli.embedders.openai import OpenAIEmbedder
 
