@@ -268,3 +268,30 @@ def test_tags_meta_and_docs_rm(cli, tmp_path):
     assert cli("docs", "rm", str(tmp_path / "a.txt")).exit_code == ExitCode.INVALID_INPUT  # no --yes, no tty
     assert cli("docs", "rm", str(doc["id"]), "--yes").exit_code == 0
     assert _docs(cli) == [] and cli("docs", "rm", "999999", "--yes").exit_code == ExitCode.NOT_FOUND
+
+
+def test_db_gc_removes_only_unused_vectors_and_waits_for_writers(cli, tmp_path):
+    import uuid
+
+    marker = uuid.uuid4().hex
+    (tmp_path / "keep.md").write_text(f"# Keep {marker}\n\nThe heron nests by the lake {marker}.\n")
+    (tmp_path / "drop.md").write_text(f"# Drop {marker}\n\n" + "\n\n".join(
+        f"Paragraph {i} about otters {marker}. " * 30 for i in range(6)))
+    assert cli("ingest", str(tmp_path)).exit_code == 0
+    cli("db", "gc")  # whatever earlier tests left behind
+    assert cli("db", "gc", "--dry-run", "--json").json()["vectors"] == 0
+    assert cli("docs", "rm", str(tmp_path / "drop.md"), "--yes").exit_code == 0
+    counted = cli("db", "gc", "--dry-run", "--json").json()
+    assert counted["dry_run"] and counted["vectors"] > 0
+    assert cli("db", "gc", "--json").json()["vectors"] == counted["vectors"]
+    assert cli("db", "gc", "--dry-run", "--json").json()["vectors"] == 0
+    hits = cli("search", f"The heron nests by the lake {marker}.", "--mode", "vector", "--json").json()
+    assert hits and hits[0]["source"].endswith("keep.md")  # the vectors still in use are untouched
+
+    db = Database(load_config())
+    try:
+        with db.writing():  # an ingest in progress
+            busy = cli("db", "gc")
+        assert busy.exit_code == ExitCode.CONFLICT and "running" in busy.stderr
+    finally:
+        db.dispose()

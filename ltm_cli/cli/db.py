@@ -68,6 +68,22 @@ def stop(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
                                            "embedded server was not running"))
 
 
+@app.command("gc")
+def gc(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; delete nothing."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Delete cached vectors nothing uses any more (after removing documents or conversations).
+
+    Exit code 7 while an ingest or a history write is running."""
+    s = state(ctx, json=json)
+    out = renderer(s)
+    done = admin.gc(s.db(), dry_run=dry_run)
+    out.data(done, lambda d: out.success(f"{'would remove' if d.dry_run else 'removed'} {d.vectors} unused "
+                                         f"vector(s)"))
+
+
 @migrate_app.command("upgrade")
 def upgrade(ctx: typer.Context, revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Upgrade the schema to REVISION (default: head)."""

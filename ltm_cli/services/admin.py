@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ltm_cli.errors import InvalidInputError
-from ltm_cli.storage.engine import SCHEMA_HEAD, Database
+from ltm_cli.errors import ConflictError, InvalidInputError
+from ltm_cli.storage.engine import SCHEMA_HEAD, WRITERS_LOCK, Database
 
 
 @dataclass(frozen=True)
@@ -151,3 +151,27 @@ def migration_history(db: Database | None) -> list[Revision]:
                  rev.revision == current)
         for rev in reversed(list(script.walk_revisions()))
     ]
+
+
+@dataclass(frozen=True)
+class Collected:
+    vectors: int
+    dry_run: bool
+
+
+def gc(db: Database, *, dry_run: bool = False) -> Collected:
+    """Delete cached vectors that no chunk and no message of any store uses any more.
+
+    Refused (conflict) while an ingest or a history write runs: they write vectors before the rows that use
+    them, and those vectors must not go."""
+    from sqlalchemy import text
+
+    unused = ("FROM embeddings e WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.embed_hash = e.content_hash) "
+              "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.embed_hash = e.content_hash)")
+    with db.connect() as conn:
+        if not conn.execute(text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"),
+                            {"k": WRITERS_LOCK}).scalar():
+            raise ConflictError("an ingest or a history write is running", hint="run `ltm db gc` when it ends")
+        if dry_run:
+            return Collected(conn.execute(text(f"SELECT count(*) {unused}")).scalar_one(), True)
+        return Collected(conn.execute(text(f"DELETE {unused}")).rowcount, False)

@@ -193,6 +193,12 @@ def _rows(cid: uuid.UUID, sid: int, first_seq: int, messages: Sequence[NewMessag
 def add(db: Database, embedder: Embedder, store: str, message: NewMessage, *, conversation: str | None = None,
         new: bool = False, title: str | None = None) -> Added:
     """Append one message; it is embedded before this returns, so search sees it at once."""
+    with db.writing():
+        return _add(db, embedder, store, message, conversation=conversation, new=new, title=title)
+
+
+def _add(db: Database, embedder: Embedder, store: str, message: NewMessage, *, conversation: str | None,
+         new: bool, title: str | None) -> Added:
     from sqlalchemy import text
 
     if new == (conversation is not None):
@@ -247,6 +253,12 @@ def import_conversations(db: Database, embedder: Embedder, store: str, conversat
                          progress: Callable[[str, int], None] | None = None) -> ImportSummary:
     """Each conversation in its own transaction. Idempotent: one already stored is left alone, one that grew
     since (the stored messages are a prefix of the file's) gets the new messages appended."""
+    with db.writing():
+        return _import(db, embedder, store, conversations, problems, progress)
+
+
+def _import(db: Database, embedder: Embedder, store: str, conversations: Sequence[NewConversation],
+            problems: Sequence[Problem], progress: Callable[[str, int], None] | None) -> ImportSummary:
     from sqlalchemy import text
 
     summary = ImportSummary(problems=list(problems))
@@ -321,7 +333,8 @@ def embed_missing(db: Database, embedder: Embedder, store: str) -> int:
             {"s": sid, "sp": space}).all()
     bodies = [embed_text(NewMessage(r.role, r.content, r.name, r.tool_name, r.tool_args, r.tool_result))
               for r in rows]
-    return _embed(db, embedder, bodies)[1]
+    with db.writing():
+        return _embed(db, embedder, bodies)[1]
 
 
 # -- reading -----------------------------------------------------------------------------------------------

@@ -173,6 +173,12 @@ class Ingestor:
 
     # public
     def run(self, paths: Sequence[str]) -> IngestSummary:
+        if self.options.dry_run:
+            return self._run(paths)
+        with self.db.writing():
+            return self._run(paths)
+
+    def _run(self, paths: Sequence[str]) -> IngestSummary:
         start = time.perf_counter()
         candidates, problems = discover(paths, self.options)
         self.summary.files.extend(problems)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # The newest migration. tests/test_migrations.py checks it against Alembic's own head so the two never drift;
 # keeping it here spares every command the import of Alembic just to compare revisions.
 SCHEMA_HEAD = "0003"
+WRITERS_LOCK = "ltm:vector-writers"  # advisory lock key: shared by writers, exclusive for `db gc`
 MIGRATION_LOCK_KEY = 7_107_949  # pg_advisory_xact_lock key held while migrating ("ltm" in ASCII)
 
 
@@ -117,6 +118,25 @@ class Database:
             raise self._unavailable(exc) from exc
         with conn, conn.begin():
             yield conn
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold a shared lock while vectors may be written ahead of the rows that use them (ingest, history):
+        `ltm db gc` takes it exclusively, so it never deletes a vector a commit is about to reference."""
+        from sqlalchemy import text
+
+        self.ensure_schema()
+        conn = self.engine.connect()
+        try:
+            conn.execute(text("SELECT pg_advisory_lock_shared(hashtextextended(:k, 0))"), {"k": WRITERS_LOCK})
+            conn.commit()
+            yield
+        finally:
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock_shared(hashtextextended(:k, 0))"), {"k": WRITERS_LOCK})
+                conn.commit()
+            finally:
+                conn.close()
 
     def analyze(self, *tables: str) -> None:
         """Refresh planner statistics after a bulk write: the planner's choice of index (HNSW, GIN) and the
