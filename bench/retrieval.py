@@ -102,10 +102,13 @@ def evaluate(db, embedder, store: str, queries: dict[str, str], qrels, k: int) -
     for qid, text in queries.items():  # what `ltm search -n 100` returns, defaults and all
         product[qid] = [("docs", h.id) for h in search(db, embedder, store, text, limit=100)]
     seconds = time.perf_counter() - start
+    top10, diverse10 = {}, {}
     for qid, text in queries.items():
         no_feedback[qid] = [("docs", h.id) for h in search(db, embedder, store, text, limit=100, feedback=False)]
+        top10[qid] = [("docs", h.id) for h in search(db, embedder, store, text, limit=10)]
+        diverse10[qid] = [("docs", h.id) for h in search(db, embedder, store, text, limit=10, diverse=True)]
     ids = {key[1] for legs in per_query.values() for leg in legs.values() for key, _ in leg}
-    ids |= {key[1] for run in (product, no_feedback) for keys in run.values() for key in keys}
+    ids |= {key[1] for run in (product, no_feedback, top10, diverse10) for keys in run.values() for key in keys}
     ids |= {key[1] for run in stock.values() for hits in run.values() for key, _ in hits}
     source_of = row_keys(db, "docs", sorted(ids))
     dump = Path(os.environ["LTM_HOME"]) / f"legs-{store}.pkl"
@@ -130,6 +133,9 @@ def evaluate(db, embedder, store: str, queries: dict[str, str], qrels, k: int) -
         out["hybrid_without_feedback"] = score(
             lambda legs: no_feedback[next(q for q, v in per_query.items() if v is legs)])
         out["plain_rrf"] = score(lambda legs: [key for key, _, _ in rrf(legs)])
+        # `-n 10` with and without --diverse (MMR): nDCG@10 over the ten chunks returned
+        out["hybrid_n10"] = score(lambda legs: top10[next(q for q, v in per_query.items() if v is legs)])
+        out["hybrid_n10_diverse"] = score(lambda legs: diverse10[next(q for q, v in per_query.items() if v is legs)])
         variants = {}
         for rrf_k in (10, 30, 60, 100):
             for wv in (0.5, 0.75, 1.0, 1.5, 2.0):
@@ -193,6 +199,7 @@ def main() -> None:
                   f"ts_rank websearch {row['stock_ts_rank_websearch']}")
             print(f"{key}: keyword {row['keyword']}  vector {row['vector']}  plain RRF {row.get('plain_rrf')}  "
                   f"no feedback {row.get('hybrid_without_feedback')}  hybrid {row.get('hybrid')}  "
+                  f"-n 10 {row.get('hybrid_n10')}  -n 10 --diverse {row.get('hybrid_n10_diverse')}  "
                   f"best fusion {best}  ({row['chunks']} chunks, ingest {row['ingest_seconds']}s, "
                   f"queries {row['query_seconds']}s)", flush=True)
         db.dispose()

@@ -233,3 +233,21 @@ def test_vector_and_keyword_legs_use_their_indexes_at_ten_thousand_chunks(store)
         assert len(hits) == 10 and hits[0].text == texts[5]
     finally:
         db.dispose()
+
+
+def test_diverse_keeps_near_duplicates_from_filling_the_top(cli, tmp_path):
+    text = "Rotate the API keys every ninety days and revoke the old ones at once."
+    for name in ("a.md", "b.md", "c.md"):  # the same paragraph under three names
+        (tmp_path / name).write_text(f"# Key rotation\n\n{text}\n")
+    (tmp_path / "other.md").write_text("# Key storage\n\nStore API keys in the vault, never in the repository.\n")
+    for i, filler in enumerate(["The house keys are under the mat.", "Piano keys need tuning every year.",
+                                "The garden gate squeaks when it rains."]):
+        (tmp_path / f"filler{i}.md").write_text(f"# Note\n\n{filler}\n")
+    assert cli("ingest", str(tmp_path)).exit_code == 0
+
+    def top(*extra: str) -> list[str]:
+        hits = cli("search", "rotate API keys", "-n", "2", "--json", *extra).json()
+        return [h["source"].rsplit("/", 1)[-1] for h in hits]
+
+    assert set(top()) <= {"a.md", "b.md", "c.md"}  # plain relevance: two copies of the same text
+    assert top("--diverse")[1] == "other.md"  # MMR: the second result says something new

@@ -12,6 +12,7 @@ import typer
 from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, renderer, state
 from ltm_cli.cli.search import (
     CONVERSATION_OPTION,
+    DIVERSE_OPTION,
     JSONL_OPTION,
     LIMIT_OPTION,
     META_OPTION,
@@ -311,6 +312,7 @@ def search(
     since: str = SINCE_OPTION,
     until: str = UNTIL_OPTION,
     context: int = typer.Option(1, "--context", "-C", help="Turns shown before and after each hit (0: none)."),
+    diverse: bool = DIVERSE_OPTION,
     jsonl: bool = JSONL_OPTION,
     store: str = STORE_OPTION,
     json_out: bool = JSON_OPTION,
@@ -321,7 +323,7 @@ def search(
     s = state(ctx, json=json_out, store=store)
     out = renderer(s, jsonl=jsonl)
     filters = build_filters("history", None, None, meta, since, until, role, outcome, conversation)
-    hits = run_search(s, query, mode=mode, limit=limit, filters=filters, context=context)
+    hits = run_search(s, query, mode=mode, limit=limit, filters=filters, context=context, diverse=diverse)
     out.data(hits, lambda rows: render_hits(out, rows))
 
 

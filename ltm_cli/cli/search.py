@@ -21,6 +21,8 @@ ROLE_OPTION = typer.Option(None, "--role", help="Messages of this role: user, as
 OUTCOME_OPTION = typer.Option(None, "--outcome", help="Messages with this outcome: success, failure, partial, unknown.")
 CONVERSATION_OPTION = typer.Option(None, "--conversation", "-c", help="Messages of this conversation.")
 CONTEXT_OPTION = typer.Option(0, "--context", "-C", help="Show N turns before and after each message.")
+DIVERSE_OPTION = typer.Option(False, "--diverse", help="Prefer varied results over near-duplicates (MMR; off by "
+                                                       "default: it lowered nDCG on the benchmarks).")
 
 
 def build_filters(kind: str, source: str | None = None, tags: list[str] | None = None,
@@ -81,17 +83,18 @@ def search(
     outcome: str = OUTCOME_OPTION,
     conversation: str = CONVERSATION_OPTION,
     context: int = CONTEXT_OPTION,
+    diverse: bool = DIVERSE_OPTION,
     jsonl: bool = JSONL_OPTION,
     store: str = STORE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Search memory: vector similarity and BM25 full-text, fused by reciprocal rank.
+    """Search memory: vector similarity and BM25 full-text, fused.
 
     Filters narrow the search itself: --limit results come back whenever that many match."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s, jsonl=jsonl)
     filters = build_filters(kind, source, tag, meta, since, until, role, outcome, conversation)
-    hits = run_search(s, query, mode=mode, limit=limit, filters=filters, context=context)
+    hits = run_search(s, query, mode=mode, limit=limit, filters=filters, context=context, diverse=diverse)
     out.data(hits, lambda rows: render_hits(out, rows))
 
 
@@ -118,6 +121,7 @@ def recall(
     role: str = ROLE_OPTION,
     outcome: str = OUTCOME_OPTION,
     context: int = typer.Option(1, "--context", "-C", help="Turns around each recalled message."),
+    diverse: bool = DIVERSE_OPTION,
     store: str = STORE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
@@ -129,6 +133,6 @@ def recall(
     from ltm_cli.services.recall import recall as run
 
     filters = build_filters(kind, source, tag, meta, since, until, role, outcome)
-    hits = run_search(s, query, mode=mode, limit=40, filters=filters, context=context)
+    hits = run_search(s, query, mode=mode, limit=40, filters=filters, context=context, diverse=diverse)
     result = run(s.db(), query, hits, budget=budget)
     out.data(result, lambda r: out.raw(r.markdown))

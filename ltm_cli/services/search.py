@@ -36,10 +36,14 @@ ALPHA = 0.55  # weight of the vector side in score fusion
 FEEDBACK_ROWS = 3  # pseudo-relevance feedback: the best fused rows the query vector moves towards ...
 FEEDBACK_WEIGHT = 1.0  # ... with this weight (their mean is added to the unit query vector)
 NEIGHBOUR_WEIGHT = 0.4  # share of the best neighbouring turn's score a conversation turn gains
+MMR_LAMBDA = 0.7  # --diverse: weight of relevance against similarity to what is already picked
+MMR_POOL = 3  # --diverse picks `limit` results from the best limit * MMR_POOL
+DUPLICATE_SIMILARITY = 0.95  # --diverse: a cosine this close to a pick makes a row a near-copy of it
 EF_SEARCH = 100
 BM25_K1 = 1.2
 BM25_B = 0.75
 HEADING_BOOST = 2.0  # a title/heading (or speaker) occurrence counts as this many body occurrences
+STATS_SHARE = 0.5  # below this share of the table, a store's word counts are counted, not taken from pg_stats
 POSTING_BUDGET = 2_000  # match on the rarest query terms whose postings sum to this; the rest only score
 
 
@@ -234,8 +238,9 @@ def query_terms(conn: Connection, corpus: _Corpus, sid: int, query: str) -> tupl
     frequency.
 
     Frequent lexemes take their frequency from the planner's statistics (ANALYZE keeps the most common
-    lexemes of every tsvector column); the rest are counted exactly, which the GIN index makes cheap because
-    they are rare."""
+    lexemes of every tsvector column) when the store holds most of the table, so that the table's frequencies
+    are the store's; the rest are counted exactly, which the GIN index (rare words) or the store index (a small
+    store) makes cheap."""
     from sqlalchemy import text
 
     # One round trip. The store's size comes from the statistics when it is one of the table's most common stores
@@ -256,7 +261,9 @@ def query_terms(conn: Connection, corpus: _Corpus, sid: int, query: str) -> tupl
              q AS (SELECT u.lexeme, u.positions[1] AS position
                    FROM unnest(to_tsvector('{TS_CONFIG}'::regconfig, :query)) AS u)
         SELECT q.lexeme, size.n, len.avg,
-               coalesce((SELECT round(st.freqs[array_position(st.elems, q.lexeme)] * size.n) FROM st),
+               coalesce((SELECT round(st.freqs[array_position(st.elems, q.lexeme)] * size.n) FROM st
+                         WHERE size.n >= {STATS_SHARE} * (SELECT reltuples FROM pg_class
+                                                          WHERE oid = '{corpus.table}'::regclass)),
                         (SELECT count(*) FROM {corpus.table} x
                          WHERE x.store_id = :store AND x.tsv @@ quote_literal(q.lexeme)::tsquery)) AS df
         FROM q, size, len ORDER BY q.position, q.lexeme"""), {"store": sid, "query": query}).all()
@@ -415,27 +422,64 @@ def _legs(conn: Connection, kinds: Sequence[str], filters: Filters, sid: int, sp
     return legs
 
 
-def _feedback_vector(conn: Connection, space: int, qvec: np.ndarray, top: Sequence[Key]) -> str:
-    """Pseudo-relevance feedback: the query vector moved towards the mean of the first pass's best rows."""
+def _row_vectors(conn: Connection, space: int, keys: Sequence[Key]) -> dict[Key, np.ndarray]:
+    """The stored vectors of these rows in the space (rows without one are left out)."""
     import numpy as np
     from sqlalchemy import text
 
-    found = []
-    for kind in {key[0] for key in top}:
+    found: dict[Key, np.ndarray] = {}
+    for kind in {key[0] for key in keys}:
         rows = conn.execute(text(
-            f"SELECT e.embedding::text FROM {CORPORA[kind].table} x JOIN embeddings e ON e.space_id = {int(space)} "
-            "AND e.content_hash = x.embed_hash WHERE x.id = ANY(:ids)"),
-            {"ids": [i for kd, i in top if kd == kind]}).scalars()
-        found.extend(np.array(row.strip("[]").split(","), dtype=np.float32) for row in rows)
+            f"SELECT x.id, e.embedding::text AS v FROM {CORPORA[kind].table} x JOIN embeddings e "
+            f"ON e.space_id = {int(space)} AND e.content_hash = x.embed_hash WHERE x.id = ANY(:ids)"),
+            {"ids": [i for kd, i in keys if kd == kind]}).all()
+        found.update({(kind, r.id): np.array(r.v.strip("[]").split(","), dtype=np.float32) for r in rows})
+    return found
+
+
+def _feedback_vector(conn: Connection, space: int, qvec: np.ndarray, top: Sequence[Key]) -> str:
+    """Pseudo-relevance feedback: the query vector moved towards the mean of the first pass's best rows."""
+    import numpy as np
+
+    found = list(_row_vectors(conn, space, top).values())
     if not found:
         return vectors.vector_literal(qvec)
     moved = qvec + FEEDBACK_WEIGHT * np.mean(found, axis=0)
     return vectors.vector_literal(moved / np.linalg.norm(moved))
 
 
+def _diversify(conn: Connection, space: int, fused: Fused, limit: int) -> Fused:
+    """Maximal marginal relevance over the best candidates: each pick trades its fused score against its
+    similarity to the picks before it (MMR_LAMBDA on relevance), and near-copies of a pick come last, so
+    duplicates stop filling the list."""
+    import numpy as np
+
+    pool = fused[:max(limit * MMR_POOL, limit)]
+    if not pool:
+        return fused
+    vecs = _row_vectors(conn, space, [key for key, _, _ in pool])
+    dim = next(iter(vecs.values())).shape[0] if vecs else 1
+    matrix = np.stack([vecs.get(key, np.zeros(dim, dtype=np.float32)) for key, _, _ in pool])
+    relevance = np.array([score for _, score, _ in pool], dtype=np.float32)
+    relevance /= relevance.max() if relevance.size and relevance.max() > 0 else 1.0
+    closest = np.zeros(len(pool), dtype=np.float32)  # each candidate's similarity to its nearest pick so far
+    open_ = np.ones(len(pool), dtype=bool)
+    chosen: Fused = []
+    while open_.any() and len(chosen) < limit:
+        gain = np.where(open_, MMR_LAMBDA * relevance - (1 - MMR_LAMBDA) * closest, -np.inf)
+        fresh = open_ & (closest < DUPLICATE_SIMILARITY)  # near-copies of a pick wait until nothing else is left
+        if fresh.any():
+            gain = np.where(fresh, gain, -np.inf)
+        pick = int(np.argmax(gain))
+        open_[pick] = False
+        chosen.append(pool[pick])
+        closest = np.maximum(closest, matrix @ matrix[pick])
+    return chosen + [item for item in fused if item not in chosen]
+
+
 def search(db: Database, embedder: Embedder | None, store: str, query: str, *, mode: str = "hybrid",
            limit: int = 10, filters: Filters | None = None, candidates: int = CANDIDATES, context: int = 0,
-           fusion: str = "convex", feedback: bool = True) -> list[Hit]:
+           fusion: str = "convex", feedback: bool = True, diverse: bool = False) -> list[Hit]:
     """The best `limit` passages or messages for a query; `context` adds neighbouring turns to history hits.
 
     Hybrid: BM25 and vector legs fused by score (min-max scaled, ALPHA on the vector side), then one round of
@@ -471,6 +515,8 @@ def search(db: Database, embedder: Embedder | None, store: str, query: str, *, m
             fused = fuse(legs, fusion)
         if "history" in kinds:
             fused = _with_neighbours(conn, fused)
+        if diverse and space:
+            fused = _diversify(conn, space, fused, limit)
         fused = fused[:limit]
         details = {kind: _details(conn, kind, [i for (kd, i), _, _ in fused if kd == kind], query) for kind in kinds}
     hits = []
