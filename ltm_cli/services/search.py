@@ -1,10 +1,13 @@
 """Hybrid retrieval over reference chunks and conversation messages.
 
-Two retrievers per kind of memory, fused by reciprocal rank:
+Two retrievers per kind of memory:
 - vector: pgvector cosine over the store's embedding space (per-space HNSW, iterative scans for filters, and an
   exact scan when the index cannot fill `--limit`);
-- keyword: BM25 computed in SQL from the tsvector columns: document frequencies from the GIN index, term
-  frequencies from the tsvector positions (heading/speaker terms count extra), lengths from token_count.
+- keyword: BM25 computed in SQL from the tsvector columns: document frequencies from pg_stats or exact counts,
+  term frequencies decoded from ts_rank (heading/speaker terms count extra), lengths from token_count.
+Their scores are min-max scaled and fused, the query vector takes one round of pseudo-relevance feedback, and
+conversation turns gain from strong neighbours; `--diverse` adds MMR. bench/retrieval.py and
+bench/conversations.py measured each step.
 """
 
 from __future__ import annotations
