@@ -251,3 +251,12 @@ def test_the_turn_after_a_matching_question_ranks_near_it(cli):
         cli("history", "add", "-c", "cabin", "--role", role, text)
     hits = cli("history", "search", "wifi password cabin", "--context", "0", "--json").json()
     assert [h["seq"] for h in hits[:2]] == [1, 2]
+
+
+def test_recall_of_history_shows_the_tool_call_and_how_it_ended(cli):
+    conv = _new(cli, "Deploy the web app to staging")
+    cli("history", "add", "-c", conv, "--role", "assistant", "--tool", "kubectl", "--args", '{"cmd": "apply"}',
+        "--result", "error: connection refused", "--outcome", "failure", "--note", "VPN down", "Deploying now")
+    block = cli("recall", "deploy web app staging", "--kind", "history", "--json").json()["markdown"]
+    assert '→ `kubectl({"cmd": "apply"})` ← error: connection refused _(outcome: failure — VPN down)_' in block
+    assert "Deploy the web app to staging" in block

@@ -62,6 +62,10 @@ def render_hits(out: Any, hits: list) -> None:
             for turn in hit.context:
                 mark = "[bold]>[/bold]" if turn["id"] == hit.id else " "
                 text = escape(" ".join(turn["content"].split())[:300])
+                if turn.get("tool_name"):
+                    text += f" [cyan]→ {escape(turn['tool_name'])}[/cyan]"
+                if turn.get("outcome"):
+                    text += f" [{'green' if turn['outcome'] == 'success' else 'red'}]({turn['outcome']})[/]"
                 out.out.print(f" {mark} [dim]#{turn['seq']}[/dim] {escape(turn['name'] or turn['role'])}: {text}")
         else:
             out.out.print(f"   {snippet}")

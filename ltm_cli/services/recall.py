@@ -65,10 +65,21 @@ def _doc_citation(hit: Hit) -> str:
 
 
 def _turn_line(turn: dict[str, Any]) -> str:
+    """One turn as a Markdown bullet: who, when, what was said, the tool it called and how that turned out."""
+    import json
+
     who = turn.get("name") or turn["role"]
     when = turn["created_at"].strftime("%Y-%m-%d %H:%M UTC") if turn.get("created_at") else ""
-    outcome = f" _(outcome: {turn['outcome']})_" if turn.get("outcome") else ""
-    return f"- **{who}** ({when}): {' '.join(turn['content'].split())}{outcome}"
+    line = f"- **{who}** ({when}): {' '.join(turn['content'].split())}"
+    if turn.get("tool_name"):
+        args = json.dumps(turn["tool_args"], ensure_ascii=False) if turn.get("tool_args") is not None else ""
+        line += f" → `{turn['tool_name']}({args})`"
+    if turn.get("tool_result"):
+        line += f" ← {' '.join(str(turn['tool_result']).split())[:300]}"
+    if turn.get("outcome"):
+        note = f" — {turn['outcome_note']}" if turn.get("outcome_note") else ""
+        line += f" _(outcome: {turn['outcome']}{note})_"
+    return line
 
 
 def _render_turns(turns: dict[int, str]) -> str:
@@ -142,7 +153,8 @@ def recall(db: Database | None, query: str, hits: Sequence[Hit], *, budget: int 
 
 def _hit_turn(hit: Hit) -> dict[str, Any]:
     return {"id": hit.id, "seq": hit.seq, "role": hit.role, "name": hit.name, "content": hit.text,
-            "created_at": hit.created_at, "outcome": hit.outcome}
+            "tool_name": hit.tool_name, "outcome": hit.outcome, "outcome_note": hit.outcome_note,
+            "created_at": hit.created_at}
 
 
 def _block(passage: Passage) -> str:

@@ -539,7 +539,9 @@ def search(db: Database, embedder: Embedder | None, store: str, query: str, *, m
         around = neighbours(db, [h.id for h in hits if h.kind == "history"], context)
         for hit in hits:
             hit.context = [{"id": t.id, "seq": t.seq, "role": t.role, "name": t.name, "content": t.content,
-                            "created_at": t.created_at, "outcome": t.outcome} for t in around.get(hit.id, [])]
+                            "tool_name": t.tool_name, "tool_args": t.tool_args, "tool_result": t.tool_result,
+                            "outcome": t.outcome, "outcome_note": t.outcome_note, "created_at": t.created_at}
+                           for t in around.get(hit.id, [])]
     return hits
 
 
