@@ -25,17 +25,12 @@ from ltm_cli.cli.search import (
     render_hits,
     run_search,
 )
+from ltm_cli.cli.settings import _read_text
 from ltm_cli.errors import ExitCode, InvalidInputError
 from ltm_cli.render import local_time
 
 app = typer.Typer(help="Conversation memory: add turns and outcomes, import, list, show, search, export.",
                   no_args_is_help=True)
-
-
-def _read(path: str) -> str:
-    from ltm_cli.cli.settings import _read_text
-
-    return _read_text(path)
 
 
 def _embedder(s: Any) -> Any:
@@ -77,7 +72,7 @@ def add(
     source = ctx.get_parameter_source("conversation")
     if new and source is not None and source.name == "ENVIRONMENT":
         conversation = None  # LTM_CONVERSATION does not fight an explicit --new
-    content = _read(text) if text == "-" else text
+    content = _read_text(text) if text == "-" else text
     if content is None and not tool:
         raise InvalidInputError("no message text", hint="give TEXT, or - to read it from stdin")
     tool_args = None
@@ -137,7 +132,7 @@ def import_(
     from ltm_cli.services import history as svc
 
     name = "standard input" if file == "-" else file
-    conversations, problems = parse(_read(file), name)
+    conversations, problems = parse(_read_text(file), name)
     with out.progress(transient=True) as bar:
         task = bar.add_task("importing", total=len(conversations), status="")
 

@@ -87,6 +87,11 @@ class ImportSummary:
 
 # -- conversations -------------------------------------------------------------------------------------
 _DISPLAY_ID = "coalesce(c.external_id, c.id::text)"
+_CONVERSATIONS = (f"SELECT {_DISPLAY_ID} AS id, c.title, (SELECT count(*) FROM messages m "
+                  "WHERE m.conversation_id = c.id) AS messages, c.metadata, c.created_at, c.updated_at "
+                  "FROM conversations c")
+# the fields a stored message is matched and embedded by (see NewMessage.fingerprint and embed_text)
+_STORED_TEXT = "m.role, m.name, m.content, m.tool_name, m.tool_args, m.tool_result"
 _MESSAGE_COLUMNS = (f"m.id, {_DISPLAY_ID} AS conversation_id, m.seq, m.role, m.name, m.content, m.tool_name, "
                     "m.tool_args, m.tool_result, m.outcome, m.outcome_note, m.metadata, m.created_at")
 
@@ -138,6 +143,11 @@ def _display_id(conn: Connection, conversation: uuid.UUID) -> str:
 
     return conn.execute(text("SELECT coalesce(external_id, id::text) FROM conversations WHERE id = :i"),
                         {"i": conversation}).scalar_one()
+
+
+def _stored(row: Any) -> NewMessage:
+    """A row of _STORED_TEXT as the message it was made from."""
+    return NewMessage(row.role, row.content, row.name, row.tool_name, row.tool_args, row.tool_result)
 
 
 def _touch(conn: Connection, conversation: uuid.UUID) -> None:
@@ -270,10 +280,9 @@ def _import(db: Database, embedder: Embedder, store: str, conversations: Sequenc
             sid = store_id(conn, store, create=True)
             found = _find(conn, sid, key)
             stored = [] if found is None else conn.execute(text(
-                "SELECT role, name, content, tool_name, tool_args, tool_result FROM messages "
-                "WHERE conversation_id = :i ORDER BY seq"), {"i": found}).all()
-        fingerprints = [NewMessage(r.role, r.content, r.name, r.tool_name, r.tool_args, r.tool_result).fingerprint()
-                        for r in stored]
+                f"SELECT {_STORED_TEXT} FROM messages m WHERE m.conversation_id = :i ORDER BY m.seq"),
+                {"i": found}).all()
+        fingerprints = [_stored(r).fingerprint() for r in stored]
         wanted = [m.fingerprint() for m in conv.messages]
         result = ImportResult(key, conv.line, "added")
         if stored:
@@ -328,11 +337,10 @@ def embed_missing(db: Database, embedder: Embedder, store: str) -> int:
             return 0
         space = vectors.ensure_space(conn, embedder.provider, embedder.model, embedder.dim)
         rows = conn.execute(text(
-            "SELECT role, name, content, tool_name, tool_args, tool_result FROM messages m WHERE m.store_id = :s "
-            "AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.space_id = :sp AND e.content_hash = m.embed_hash)"),
+            f"SELECT {_STORED_TEXT} FROM messages m WHERE m.store_id = :s AND NOT EXISTS "
+            "(SELECT 1 FROM embeddings e WHERE e.space_id = :sp AND e.content_hash = m.embed_hash)"),
             {"s": sid, "sp": space}).all()
-    bodies = [embed_text(NewMessage(r.role, r.content, r.name, r.tool_name, r.tool_args, r.tool_result))
-              for r in rows]
+    bodies = [embed_text(_stored(r)) for r in rows]
     with db.writing():
         return _embed(db, embedder, bodies)[1]
 
@@ -353,32 +361,41 @@ def list_messages(db: Database, store: str, *, conversation: str | None = None, 
                   until: dt.datetime | None = None, role: str | None = None, outcome: str | None = None,
                   limit: int | None = 50) -> list[MessageInfo]:
     """The most recent messages matching the filters, returned oldest first."""
-    from ltm_cli.conversations import check_role
-
     with db.connect() as conn:
         sid = store_id(conn, store, create=False)
         if sid is None:
             return []
         where, params = ["m.store_id = :s"], {"s": sid}
-        if conversation:
-            cid = _find(conn, sid, conversation)
-            if cid is None:
-                raise NotFoundError(f"no conversation {conversation!r} in store {store!r}")
-            where.append("m.conversation_id = :c")
-            params["c"] = cid
-        _time_filters(where, params, "m.created_at", since, until)
-        if role:
-            where.append("m.role = :role")
-            params["role"] = check_role(role)
-        if outcome:
-            where.append("m.outcome = :outcome")
-            params["outcome"] = check_outcome(outcome)
+        message_filters(conn, sid, "m", where, params, conversation=conversation, role=role, outcome=outcome,
+                        since=since, until=until, store=store)
         rows = _messages(conn, " AND ".join(where), params, "m.created_at DESC, m.seq DESC", limit)
     return rows[::-1]
 
 
-def _time_filters(where: list[str], params: dict[str, Any], column: str, since: dt.datetime | None,
-                  until: dt.datetime | None) -> None:
+def message_filters(conn: Connection, sid: int, alias: str, where: list[str], params: dict[str, Any], *,
+                    conversation: str | None = None, role: str | None = None, outcome: str | None = None,
+                    since: dt.datetime | None = None, until: dt.datetime | None = None,
+                    store: str | None = None) -> None:
+    """Add the clauses (on messages as `alias`) that `history list` and `search --kind history` share."""
+    from ltm_cli.conversations import check_role
+
+    if conversation:
+        cid = _find(conn, sid, conversation)
+        if cid is None:
+            raise NotFoundError(f"no conversation {conversation!r}" + (f" in store {store!r}" if store else ""))
+        where.append(f"{alias}.conversation_id = :conversation")
+        params["conversation"] = cid
+    if role:
+        where.append(f"{alias}.role = :role")
+        params["role"] = check_role(role)
+    if outcome:
+        where.append(f"{alias}.outcome = :outcome")
+        params["outcome"] = check_outcome(outcome)
+    time_filters(where, params, f"{alias}.created_at", since, until)
+
+
+def time_filters(where: list[str], params: dict[str, Any], column: str, since: dt.datetime | None,
+                 until: dt.datetime | None) -> None:
     if since:
         where.append(f"{column} >= :since")
         params["since"] = since
@@ -396,10 +413,8 @@ def list_conversations(db: Database, store: str, *, since: dt.datetime | None = 
         if sid is None:
             return []
         where, params = ["c.store_id = :s"], {"s": sid}
-        _time_filters(where, params, "c.updated_at", since, None)
-        sql = (f"SELECT {_DISPLAY_ID} AS id, c.title, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)"
-               f" AS messages, c.metadata, c.created_at, c.updated_at FROM conversations c "
-               f"WHERE {' AND '.join(where)} ORDER BY c.updated_at DESC")
+        time_filters(where, params, "c.updated_at", since, None)
+        sql = f"{_CONVERSATIONS} WHERE {' AND '.join(where)} ORDER BY c.updated_at DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [ConversationInfo(**r) for r in conn.execute(text(sql), params).mappings()]
@@ -413,10 +428,7 @@ def show(db: Database, store: str, conversation: str) -> tuple[ConversationInfo,
         cid = _find(conn, sid, conversation) if sid is not None else None
         if cid is None:
             raise NotFoundError(f"no conversation {conversation!r} in store {store!r}")
-        info = conn.execute(text(
-            f"SELECT {_DISPLAY_ID} AS id, c.title, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)"
-            " AS messages, c.metadata, c.created_at, c.updated_at FROM conversations c WHERE c.id = :i"),
-            {"i": cid}).mappings().one()
+        info = conn.execute(text(f"{_CONVERSATIONS} WHERE c.id = :i"), {"i": cid}).mappings().one()
         return ConversationInfo(**info), _messages(conn, "m.conversation_id = :c", {"c": cid}, "m.seq")
 
 
@@ -478,9 +490,8 @@ def prune(db: Database, store: str, before: dt.datetime, *, dry_run: bool = Fals
         if sid is None:
             return []
         rows = [ConversationInfo(**r) for r in conn.execute(text(
-            f"SELECT {_DISPLAY_ID} AS id, c.title, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) "
-            "AS messages, c.metadata, c.created_at, c.updated_at FROM conversations c "
-            "WHERE c.store_id = :s AND c.updated_at < :b ORDER BY c.updated_at"), {"s": sid, "b": before}).mappings()]
+            f"{_CONVERSATIONS} WHERE c.store_id = :s AND c.updated_at < :b ORDER BY c.updated_at"),
+            {"s": sid, "b": before}).mappings()]
         if not dry_run and rows:
             conn.execute(text("DELETE FROM conversations WHERE store_id = :s AND updated_at < :b"),
                          {"s": sid, "b": before})

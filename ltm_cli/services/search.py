@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ltm_cli.errors import InvalidInputError, NotFoundError
+from ltm_cli.errors import InvalidInputError
 from ltm_cli.storage import vectors
 from ltm_cli.storage.names import TS_CONFIG
 from ltm_cli.storage.stores import store_id
@@ -121,6 +121,8 @@ class _Corpus:
     join: str
 
     def where(self, filters: Filters, params: dict[str, Any], conn: Connection, sid: int) -> list[str]:
+        from ltm_cli.services.history import message_filters, time_filters
+
         clauses = ["x.store_id = :store"]
         if self.table == "chunks":
             if filters.source:
@@ -131,38 +133,15 @@ class _Corpus:
             if filters.tags:
                 clauses.append("p.tags @> CAST(:tags AS text[])")
                 params["tags"] = list(filters.tags)
-            time_column = "p.updated_at"
+            time_filters(clauses, params, "p.updated_at", filters.since, filters.until)
             meta_column = "p.metadata"
         else:
-            if filters.role:
-                from ltm_cli.conversations import check_role
-
-                clauses.append("x.role = :role")
-                params["role"] = check_role(filters.role)
-            if filters.outcome:
-                from ltm_cli.conversations import check_outcome
-
-                clauses.append("x.outcome = :outcome")
-                params["outcome"] = check_outcome(filters.outcome)
-            if filters.conversation:
-                from ltm_cli.services.history import _find
-
-                cid = _find(conn, sid, filters.conversation)
-                if cid is None:
-                    raise NotFoundError(f"no conversation {filters.conversation!r}")
-                clauses.append("x.conversation_id = :conversation")
-                params["conversation"] = cid
-            time_column = "x.created_at"
+            message_filters(conn, sid, "x", clauses, params, conversation=filters.conversation, role=filters.role,
+                            outcome=filters.outcome, since=filters.since, until=filters.until)
             meta_column = "x.metadata"
         if filters.meta:
             clauses.append(f"{meta_column} @> CAST(:meta AS jsonb)")
             params["meta"] = json.dumps(filters.meta, ensure_ascii=False)
-        if filters.since:
-            clauses.append(f"{time_column} >= :since")
-            params["since"] = filters.since
-        if filters.until:
-            clauses.append(f"{time_column} < :until")
-            params["until"] = filters.until
         return clauses
 
 
