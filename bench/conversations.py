@@ -25,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.results_file import save  # noqa: E402 (needs the path above)
+
 DATA = ROOT.parent / "shared" / "data" / "locomo"
 REFERENCE_ANY10 = {"bm25": 0.582, "minilm": 0.578, "rrf": 0.626}
 
@@ -127,12 +129,7 @@ def main() -> None:
             print(f"{embedder_name} {mode:20s} {row}", flush=True)
         print(f"{embedder_name}: {questions} questions, import {import_s:.1f}s, queries {query_s:.1f}s")
         db.dispose()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(out.read_text()) if out.exists() else {}
-    previous.update(results)
-    out.write_text(json.dumps(previous, indent=2))
-    print(f"wrote {out}")
+    save(args.out, results, merge=True)
 
 
 if __name__ == "__main__":

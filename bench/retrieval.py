@@ -22,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.results_file import save  # noqa: E402 (needs the path above)
+
 DATA = ROOT.parent / "shared" / "data"
 REFERENCE = {  # shared/data/README.md: standard libraries on these query sets
     "cranfield": {"bm25": 0.346, "minilm": 0.357, "rrf": 0.401},
@@ -203,12 +205,7 @@ def main() -> None:
                   f"best fusion {best}  ({row['chunks']} chunks, ingest {row['ingest_seconds']}s, "
                   f"queries {row['query_seconds']}s)", flush=True)
         db.dispose()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(out.read_text()) if out.exists() else {}
-    previous.update(results)
-    out.write_text(json.dumps(previous, indent=2))
-    print(f"wrote {out}")
+    save(args.out, results, merge=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.results_file import save  # noqa: E402 (needs the path above)
+
 DATA = ROOT.parent / "shared" / "data" / "scifact"
 
 
@@ -215,10 +217,7 @@ def main() -> None:
     finally:
         db.dispose()
         EmbeddedServer(home).stop()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    save(args.out, results)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def render_hits(out: Any, hits: list) -> None:
 
     for hit in hits:
         if hit.kind == "docs":
-            where = citation(hit.location, hit.source)
+            where = citation(hit.location)
             head = f"[cyan]{escape(hit.title or hit.source)}[/cyan]{' — ' + escape(where) if where else ''}"
             foot = hit.source
         else:

@@ -151,7 +151,7 @@ CORPORA = {
 }
 
 
-def citation(location: dict[str, Any], source: str | None = None) -> str:
+def citation(location: dict[str, Any]) -> str:
     """Where a passage came from: page N, a heading path, or METHOD /path."""
     if "method" in location:
         return f"{location['method']} {location['path']}"
