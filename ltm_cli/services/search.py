@@ -385,14 +385,24 @@ def _with_neighbours(conn: Connection, fused: Fused) -> Fused:
     return sorted(out, key=lambda item: (-item[1], item[0]))
 
 
-def _legs(conn: Connection, kinds: Sequence[str], filters: Filters, sid: int, space: int | None, dim: int,
-          qvec: str | None, query: str | None, k: int) -> dict[str, list[tuple[Key, float]]]:
+Scope = tuple[str, list[str], dict[str, Any]]  # (kind, WHERE clauses, their parameters)
+
+
+def _scopes(conn: Connection, kinds: Sequence[str], filters: Filters, sid: int) -> list[Scope]:
+    """The filters as SQL, per kind searched: built once per search, shared by every retriever call."""
+    scopes = []
+    for kind in kinds:
+        params: dict[str, Any] = {"store": sid}
+        scopes.append((kind, CORPORA[kind].where(filters, params, conn, sid), params))
+    return scopes
+
+
+def _legs(conn: Connection, scopes: Sequence[Scope], sid: int, space: int | None, dim: int, qvec: str | None,
+          query: str | None, k: int) -> dict[str, list[tuple[Key, float]]]:
     """Each retriever's best k rows over the kinds searched (a None query or vector skips that retriever)."""
     legs: dict[str, list[tuple[Key, float]]] = {}
-    for kind in kinds:
+    for kind, where, params in scopes:
         corpus = CORPORA[kind]
-        params: dict[str, Any] = {"store": sid}
-        where = corpus.where(filters, params, conn, sid)
         if qvec is not None:
             found = _vector_leg(conn, corpus, where, params, space, dim, qvec, k) if space else []
             legs.setdefault("vector", []).extend(((kind, i), s) for i, s in found)
@@ -489,11 +499,12 @@ def search(db: Database, embedder: Embedder | None, store: str, query: str, *, m
             else None
         dim = embedder.dim if embedder is not None else 0
         literal = vectors.vector_literal(qvec) if qvec is not None else None
-        legs = _legs(conn, kinds, filters, sid, space, dim, literal, query if mode != "vector" else None, k)
+        scopes = _scopes(conn, kinds, filters, sid)
+        legs = _legs(conn, scopes, sid, space, dim, literal, query if mode != "vector" else None, k)
         fused = fuse(legs, fusion)
         if mode == "hybrid" and feedback and space and FEEDBACK_ROWS and fused:
             moved = _feedback_vector(conn, space, qvec, [key for key, _, _ in fused[:FEEDBACK_ROWS]])
-            legs["vector"] = _legs(conn, kinds, filters, sid, space, dim, moved, None, k).get("vector", [])
+            legs["vector"] = _legs(conn, scopes, sid, space, dim, moved, None, k).get("vector", [])
             fused = fuse(legs, fusion)
         if "history" in kinds:
             fused = _with_neighbours(conn, fused)
@@ -534,7 +545,8 @@ def leg_results(db: Database, embedder: Embedder | None, store: str, query: str,
             return {"vector": [], "keyword": []}
         space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim) if embedder else None
         literal = vectors.vector_literal(embedder.embed([query])[0]) if embedder else None
-        legs = _legs(conn, filters.kinds(), filters, sid, space, embedder.dim if embedder else 0, literal, query, k)
+        legs = _legs(conn, _scopes(conn, filters.kinds(), filters, sid), sid, space,
+                     embedder.dim if embedder else 0, literal, query, k)
     return {"vector": legs.get("vector", []), "keyword": legs.get("keyword", [])}
 
 
