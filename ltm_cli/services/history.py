@@ -453,16 +453,31 @@ def neighbours(db: Database, message_ids: Sequence[int], context: int) -> dict[i
 
 
 def export(db: Database, store: str, conversation: str | None = None) -> list[dict[str, Any]]:
-    """Conversations in the OpenAI chat format plus ltm's fields: `import` reads them back unchanged."""
+    """Conversations in the OpenAI chat format plus ltm's fields: `import` reads them back unchanged.
+
+    One transaction, so the export is a consistent snapshot even while others write."""
+    from sqlalchemy import text
+
     from ltm_cli.conversations import to_openai
 
-    refs = [conversation] if conversation else [c.id for c in list_conversations(db, store, limit=None)][::-1]
-    out = []
-    for ref in refs:
-        info, messages = show(db, store, ref)
-        out.append(to_openai({"id": info.id, "title": info.title, "metadata": info.metadata},
-                             [m.__dict__ for m in messages]))
-    return out
+    with db.connect() as conn:
+        sid = store_id(conn, store, create=False)
+        if conversation:
+            cid = _find(conn, sid, conversation) if sid is not None else None
+            if cid is None:
+                raise NotFoundError(f"no conversation {conversation!r} in store {store!r}")
+            where, params = "c.id = :c", {"c": cid}
+        elif sid is None:
+            return []
+        else:
+            where, params = "c.store_id = :s", {"s": sid}
+        infos = [ConversationInfo(**r) for r in conn.execute(
+            text(f"{_CONVERSATIONS} WHERE {where} ORDER BY c.updated_at"), params).mappings()]
+        messages: dict[str, list[MessageInfo]] = {}
+        for m in _messages(conn, where, params, "c.updated_at, m.conversation_id, m.seq"):
+            messages.setdefault(m.conversation_id, []).append(m)
+    return [to_openai({"id": info.id, "title": info.title, "metadata": info.metadata},
+                      [m.__dict__ for m in messages.get(info.id, [])]) for info in infos]
 
 
 # -- deleting ----------------------------------------------------------------------------------------------
