@@ -6,6 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
+from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -27,6 +28,10 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ltm_cli.storage.names import CHUNK_TSV, MESSAGE_TSV, OUTCOMES, ROLES, TS_CONFIG  # noqa: F401 (re-export)
+
+# Indexes ltm builds at run time, one partial HNSW index per embedding space (storage.vectors.index_name):
+# which exist depends on the data, so they are not declared here and autogenerate must leave them alone.
+RUNTIME_INDEX_PREFIX = "embeddings_hnsw_space_"
 
 
 def _now() -> Any:
@@ -71,9 +76,9 @@ class Embedding(Base):
         ForeignKey("embedding_spaces.id", ondelete="CASCADE"), primary_key=True
     )
     content_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
-    # Declared as Text here only so SQLAlchemy does not need pgvector's type at import; the migration
-    # creates it as halfvec, and all vector I/O goes through storage.vectors.
-    embedding: Mapped[Any] = mapped_column("embedding", Text)
+    # HALFVEC() with no dimension renders `halfvec`, the column 0001 creates; the model must say so or
+    # autogenerate proposes turning it into text. All vector I/O still goes through storage.vectors.
+    embedding: Mapped[Any] = mapped_column("embedding", HALFVEC())
 
 
 class Setting(Base):
