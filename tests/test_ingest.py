@@ -11,6 +11,7 @@ from ltm_cli.embedders import get_embedder
 from ltm_cli.errors import ExitCode
 from ltm_cli.services import ingest as ingest_svc
 from ltm_cli.storage.engine import Database
+from ltm_cli.storage.stores import StoreRef
 from tests.conftest import SHARED_DATA
 
 PDF = SHARED_DATA / "pdf"
@@ -121,7 +122,8 @@ def test_a_failure_mid_document_leaves_nothing_visible(cli, tmp_path, monkeypatc
     config = load_config()
     with monkeypatch.context() as patch, pytest.raises(RuntimeError):
         patch.setattr(ingest_svc, "write_chunks", explode)
-        ingest_svc.Ingestor(Database(config), config, get_embedder(config), config.store).run([str(tmp_path)])
+        ingest_svc.Ingestor(Database(config), config, get_embedder(config), StoreRef(config.store)).run(
+            [str(tmp_path)])
     assert _docs(cli) == []
     again = cli("ingest", str(tmp_path), "--json").json()
     assert again["files"][0]["status"] == "added"

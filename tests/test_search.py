@@ -76,11 +76,11 @@ def test_recall_merges_neighbouring_chunks_without_repeating_their_overlap():
         return Hit(rank, "docs", ordinal, 1.0 / rank, text, text, document_id=doc, source=f"/d{doc}.md",
                    title=f"Doc {doc}", location={"heading": "Intro"}, ordinal=ordinal)
 
-    out = recall(None, "q", [hit(1, 4, second), hit(2, 3, first), hit(3, 9, "Elsewhere.", doc=2)], budget=500)
+    out = recall("q", [hit(1, 4, second), hit(2, 3, first), hit(3, 9, "Elsewhere.", doc=2)], budget=500)
     assert [p.text for p in out.passages] == [
         "Alpha beta gamma. The overlap sentence appears here. Delta epsilon.", "Elsewhere."]
     assert out.passages[0].citation == "Doc 1 — Intro"
-    tight = recall(None, "q", [hit(1, 4, second), hit(2, 9, "Elsewhere. " * 200, doc=2)], budget=60)
+    tight = recall("q", [hit(1, 4, second), hit(2, 9, "Elsewhere. " * 200, doc=2)], budget=60)
     assert [p.text for p in tight.passages] == [second] and tight.tokens <= 60
 
 
@@ -198,7 +198,7 @@ def test_vector_and_keyword_legs_use_their_indexes_at_ten_thousand_chunks(store)
     from ltm_cli.services.ingest import write_chunks
     from ltm_cli.storage import vectors
     from ltm_cli.storage.engine import Database
-    from ltm_cli.storage.stores import store_id
+    from ltm_cli.storage.stores import StoreRef, store_id
 
     n, dim = 12_000, 384
     rng = np.random.default_rng(7)
@@ -229,7 +229,7 @@ def test_vector_and_keyword_legs_use_their_indexes_at_ten_thousand_chunks(store)
                 "EXPLAIN (FORMAT JSON) SELECT id FROM chunks x WHERE x.store_id = :store "
                 "AND x.tsv @@ 'unique5'::tsquery"), {"store": sid}).scalar())
             assert "ix_chunks_tsv" in plan
-        hits = svc.search(db, embedder, store, texts[5], limit=10)
+        hits = svc.search(db, embedder, StoreRef(store), texts[5], limit=10)
         assert len(hits) == 10 and hits[0].text == texts[5]
     finally:
         db.dispose()

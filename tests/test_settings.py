@@ -16,6 +16,7 @@ from ltm_cli.config import load_config
 from ltm_cli.errors import ExitCode, InvalidInputError
 from ltm_cli.services import settings as svc
 from ltm_cli.storage.engine import Database
+from ltm_cli.storage.stores import StoreRef
 from tests.conftest import run_ltm
 
 
@@ -256,8 +257,9 @@ def db():
 @given(key=keys, value=json_values)
 def test_any_json_value_round_trips_through_the_service(db, store, key, value):
     key = f"example{next(_examples)}.{key}"  # each example its own group: keys never collide by shape
-    svc.set_value(db, store, key, value, force=True)
-    assert svc.canonical(svc.get(db, store, key)) == svc.canonical(value)
+    ref = StoreRef(store)
+    svc.set_value(db, ref, key, value, force=True)
+    assert svc.canonical(svc.get(db, ref, key)) == svc.canonical(value)
 
 
 def _holds_infinity(raw: str) -> bool:

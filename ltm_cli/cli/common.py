@@ -11,6 +11,7 @@ from ltm_cli.render import Renderer
 
 if TYPE_CHECKING:
     from ltm_cli.config import Config
+    from ltm_cli.memory import Memory
     from ltm_cli.storage.engine import Database
 
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout (for scripts).")
@@ -26,7 +27,7 @@ class AppState:
     quiet: bool = False
     debug: bool = False
     _config: Config | None = None
-    _db: Database | None = None
+    _memory: Memory | None = None
 
     def config(self) -> Config:
         if self._config is None:
@@ -35,16 +36,20 @@ class AppState:
             self._config = load_config(self.flags)
         return self._config
 
-    def db(self) -> Database:
-        if self._db is None:
-            from ltm_cli.storage.engine import Database
+    def memory(self) -> Memory:
+        """The library object every command calls: one per invocation, for the resolved store."""
+        if self._memory is None:
+            from ltm_cli.memory import Memory
 
-            self._db = Database(self.config())
-        return self._db
+            self._memory = Memory(self.config())
+        return self._memory
+
+    def db(self) -> Database:
+        return self.memory().db
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.dispose()
+        if self._memory is not None:
+            self._memory.close()
 
 
 def state(ctx: typer.Context, *, json: bool = False, store: str | None = None) -> AppState:
@@ -55,6 +60,9 @@ def state(ctx: typer.Context, *, json: bool = False, store: str | None = None) -
     if store:
         app_state.flags["store"] = store
         app_state._config = None
+        if app_state._memory is not None:
+            app_state._memory.close()
+            app_state._memory = None
     return app_state
 
 

@@ -45,7 +45,7 @@ def status(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Server, versions, schema revision, row counts per store and size."""
     s = state(ctx, json=json)
     out = renderer(s)
-    out.data(admin.status(s.db()), lambda v: _render_status(out, v))
+    out.data(s.memory().status(), lambda v: _render_status(out, v))
 
 
 @app.command("start")
@@ -79,7 +79,7 @@ def gc(
     Exit code 7 while an ingest or a history write is running."""
     s = state(ctx, json=json)
     out = renderer(s)
-    done = admin.gc(s.db(), dry_run=dry_run)
+    done = s.memory().gc(dry_run=dry_run)
     out.data(done, lambda d: out.success(f"{'would remove' if d.dry_run else 'removed'} {d.vectors} unused "
                                          f"vector(s)"))
 

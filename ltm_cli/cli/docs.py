@@ -23,7 +23,7 @@ def list_(
     """Documents with their chunk counts."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    docs = svc.list_documents(s.db(), s.config().store, tag=tag, source=source, limit=limit)
+    docs = s.memory().docs.list(tag=tag, source=source, limit=limit)
     out.data(docs, lambda rows: out.table(
         [{"id": d.id, "title": (d.title or "")[:50], "type": d.media_type.split("/")[-1], "chunks": d.chunks,
           "tags": ",".join(d.tags), "updated": local_time(d.updated_at), "source": d.source} for d in rows],
@@ -41,7 +41,7 @@ def show(
     """One document: metadata and its chunks."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    detail = svc.show(s.db(), s.config().store, ref)
+    detail = s.memory().docs.show(ref)
 
     def human(d: svc.DocumentDetail) -> None:
         doc = d.document
@@ -69,5 +69,5 @@ def rm(
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
     confirm(f"Remove {', '.join(refs)}?", yes=yes, refusal="refusing to remove documents without confirmation")
-    removed = svc.remove(s.db(), s.config().store, refs)
+    removed = s.memory().docs.rm(refs)
     out.data({"removed": removed}, lambda v: out.success(f"removed {len(v['removed'])} document(s)"))

@@ -21,9 +21,7 @@ from ltm_cli.cli.search import (
     ROLE_OPTION,
     SINCE_OPTION,
     UNTIL_OPTION,
-    build_filters,
     render_hits,
-    run_search,
 )
 from ltm_cli.cli.settings import _read_text
 from ltm_cli.errors import ExitCode, InvalidInputError
@@ -31,12 +29,6 @@ from ltm_cli.render import local_time
 
 app = typer.Typer(help="Conversation memory: add turns and outcomes, import, list, show, search, export.",
                   no_args_is_help=True)
-
-
-def _embedder(s: Any) -> Any:
-    from ltm_cli.embedders import get_embedder
-
-    return get_embedder(s.config())
 
 
 @app.command("add")
@@ -64,9 +56,7 @@ def add(
     It is embedded before the command returns, so `ltm history search` finds it at once."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    from ltm_cli.cli.ingest import parse_meta
-    from ltm_cli.cli.settings import parse_time
-    from ltm_cli.conversations import NewMessage
+    from ltm_cli.parsing import parse_meta
     from ltm_cli.services import history as svc
 
     source = ctx.get_parameter_source("conversation")
@@ -81,11 +71,9 @@ def add(
             tool_args = json.loads(args)
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"--args is not valid JSON: {exc.msg} at character {exc.pos}") from None
-    message = NewMessage(role=role, content=content or "", name=name, tool_name=tool, tool_args=tool_args,
-                         tool_result=result, outcome=outcome, outcome_note=note, metadata=parse_meta(meta),
-                         created_at=parse_time(at))
-    added = svc.add(s.db(), _embedder(s), s.config().store, message, conversation=conversation, new=new,
-                    title=title)
+    added = s.memory().history.add(content or "", role=role, conversation=conversation, new=new, title=title,
+                                   name=name, tool=tool, args=tool_args, result=result, outcome=outcome, note=note,
+                                   meta=parse_meta(meta), at=at)
 
     def human(a: svc.Added) -> None:
         out.raw(a.conversation_id if new else str(a.message_id))
@@ -109,9 +97,7 @@ def outcome_(
     """Record how an action turned out, after the fact."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    from ltm_cli.services import history as svc
-
-    message = svc.set_outcome(s.db(), s.config().store, message_id, outcome, note)
+    message = s.memory().history.outcome(message_id, outcome, note)
     out.data(message, lambda m: out.success(f"message {m.id}: {m.outcome}"))
 
 
@@ -129,21 +115,23 @@ def import_(
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
     from ltm_cli.conversations import parse
-    from ltm_cli.services import history as svc
 
     name = "standard input" if file == "-" else file
     conversations, problems = parse(_read_text(file), name)
     with out.progress(transient=True) as bar:
         task = bar.add_task("importing", total=len(conversations), status="")
 
-        def progress(event: str, n: int) -> None:
+        embedded = {"messages": 0}
+
+        def progress(event: str, info: dict[str, Any]) -> None:
             if event == "conversation":
                 bar.advance(task)
             elif event == "embedded":
-                bar.update(task, status=f"embedded {n} messages")
+                embedded["messages"] += info["texts"]
+                bar.update(task, status=f"embedded {embedded['messages']} messages")
 
-        summary = svc.import_conversations(s.db(), _embedder(s), s.config().store, conversations, problems,
-                                           progress)
+        summary = s.memory().history.import_(conversations, progress=progress)
+    summary.problems[:0] = problems
     if out.machine:
         out.data(summary)
     else:
@@ -158,6 +146,13 @@ def import_(
         (out.warning if summary.problems or summary.count("conflict") else out.success)(line)
     if summary.problems or summary.count("conflict"):
         raise typer.Exit(ExitCode.FAILURE)
+
+
+def _limit(value: int) -> int | None:
+    """`-n 0` means all; a negative count is refused."""
+    from ltm_cli.parsing import check_range
+
+    return check_range("--limit", value, 0) or None
 
 
 def _message_rows(messages: list) -> list[dict[str, Any]]:
@@ -182,11 +177,8 @@ def list_(
     """Recent messages, oldest first, with their outcomes."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    from ltm_cli.cli.settings import parse_time
-    from ltm_cli.services import history as svc
-
-    rows = svc.list_messages(s.db(), s.config().store, conversation=conversation, since=parse_time(since),
-                             until=parse_time(until), role=role, outcome=outcome, limit=limit or None)
+    rows = s.memory().history.list(conversation=conversation, since=since, until=until, role=role,
+                                   outcome=outcome, limit=_limit(limit))
     out.data(rows, lambda r: out.table(_message_rows(r), ["id", "time", "conversation", "#", "who", "outcome",
                                                           "text"], empty="no messages"))
 
@@ -202,10 +194,7 @@ def conversations(
     """Conversations, most recently active first."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    from ltm_cli.cli.settings import parse_time
-    from ltm_cli.services import history as svc
-
-    rows = svc.list_conversations(s.db(), s.config().store, since=parse_time(since), limit=limit or None)
+    rows = s.memory().history.conversations(since=since, limit=_limit(limit))
     out.data(rows, lambda r: out.table(
         [{"id": c.id, "title": (c.title or "")[:40], "messages": c.messages, "started": local_time(c.created_at),
           "last": local_time(c.updated_at)} for c in r], ["id", "title", "messages", "started", "last"],
@@ -222,9 +211,7 @@ def show(
     """A conversation as a readable transcript (--json: its raw messages)."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    from ltm_cli.services import history as svc
-
-    info, messages = svc.show(s.db(), s.config().store, conversation)
+    info, messages = s.memory().history.show(conversation)
 
     def human(_: Any) -> None:
         from rich.markup import escape
@@ -259,11 +246,9 @@ def rm(
     """Delete conversations with all their messages."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    from ltm_cli.services import history as svc
-
     confirm(f"Delete conversation(s) {', '.join(conversations)}?", yes=yes,
             refusal="refusing to delete conversations without confirmation")
-    removed = svc.remove(s.db(), s.config().store, conversations)
+    removed = s.memory().history.rm(conversations)
     out.data({"removed": removed}, lambda v: out.success(f"deleted {len(v['removed'])} conversation(s)"))
 
 
@@ -279,15 +264,14 @@ def prune(
     """Delete whole conversations whose last message is older than --before."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    from ltm_cli.cli.settings import parse_time
-    from ltm_cli.services import history as svc
+    from ltm_cli.parsing import parse_time
 
     cutoff = parse_time(before)
-    doomed = svc.prune(s.db(), s.config().store, cutoff, dry_run=True)
+    doomed = s.memory().history.prune(cutoff, dry_run=True)
     if not dry_run and doomed:
         confirm(f"Delete {len(doomed)} conversation(s) last active before {local_time(cutoff)}?", yes=yes,
                 refusal="refusing to prune without confirmation")
-        doomed = svc.prune(s.db(), s.config().store, cutoff)
+        doomed = s.memory().history.prune(cutoff)
     verb = "would delete" if dry_run else "deleted"
     out.data({"dry_run": dry_run, "conversations": doomed}, lambda v: (
         [out.message(f"  {c.id}  {c.messages} messages, last {local_time(c.updated_at)}") for c in doomed],
@@ -317,8 +301,11 @@ def search(
     `--outcome failure` answers "what went wrong last time I did X"."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s, jsonl=jsonl)
-    filters = build_filters("history", None, None, meta, since, until, role, outcome, conversation)
-    hits = run_search(s, query, mode=mode, limit=limit, filters=filters, context=context, diverse=diverse)
+    from ltm_cli.parsing import parse_meta
+
+    hits = s.memory().history.search(query, mode=mode, limit=limit, conversation=conversation, role=role,
+                                     outcome=outcome, meta=parse_meta(meta), since=since, until=until,
+                                     context=context, diverse=diverse)
     out.data(hits, lambda rows: render_hits(out, rows))
 
 
@@ -332,9 +319,8 @@ def export(
     """Conversations as JSONL (OpenAI chat format plus ltm's fields); `ltm history import` reads it back."""
     s = state(ctx, store=store)
     from ltm_cli.render import dumps
-    from ltm_cli.services import history as svc
 
-    lines = [dumps(c, indent=None) + "\n" for c in svc.export(s.db(), s.config().store, conversation)]
+    lines = [dumps(c, indent=None) + "\n" for c in s.memory().history.export(conversation)]
     if output is None:
         sys.stdout.write("".join(lines))
         return
@@ -353,7 +339,5 @@ def embed(
     """Embed messages that have no vector for the current embedder (after switching models)."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    from ltm_cli.services import history as svc
-
-    count = svc.embed_missing(s.db(), _embedder(s), s.config().store)
+    count = s.memory().history.embed()
     out.data({"embedded": count}, lambda v: out.success(f"embedded {v['embedded']} message(s)"))

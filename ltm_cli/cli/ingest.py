@@ -12,19 +12,6 @@ from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state
 from ltm_cli.errors import ExitCode, InvalidInputError
 
 
-def parse_meta(items: list[str] | None) -> dict[str, Any]:
-    """key=value pairs; values that are JSON (numbers, true…) are kept typed."""
-    from ltm_cli.services.settings import parse_value
-
-    meta: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInputError(f"--meta expects key=value, got {item!r}")
-        meta[key.strip()] = parse_value(value)
-    return meta
-
-
 def _password_map(path: Path | None) -> dict[str, str]:
     """Lines of `file<TAB>password` or `file=password` (# comments allowed)."""
     if path is None:
@@ -67,14 +54,9 @@ def ingest(
     out = renderer(s)
     if "-" in paths and not name:
         name = "stdin"
-    from ltm_cli.embedders import get_embedder
-    from ltm_cli.services.ingest import IngestOptions, Ingestor
+    from ltm_cli.parsing import parse_meta
 
-    options = IngestOptions(
-        include=tuple(include or ()), exclude=tuple(exclude or ()), force=force, dry_run=dry_run,
-        tags=tuple(tag or ()), meta=parse_meta(meta), passwords=tuple(password or ()),
-        password_map=_password_map(password_file), stdin_name=name)
-    config = s.config()
+    meta_values, passwords = parse_meta(meta), _password_map(password_file)
     with out.progress(transient=True) as bar:
         task = bar.add_task("ingesting", total=None, status="")
         totals = {"texts": 0, "seconds": 0.0}  # embedding rate so far
@@ -94,8 +76,10 @@ def ingest(
             elif event == "index":
                 bar.update(task, status="building vector index")
 
-        summary = Ingestor(s.db(), config, get_embedder(config), config.store, options, progress,
-                           stdin=lambda: sys.stdin.buffer.read()).run(paths)
+        summary = s.memory().docs.ingest(
+            paths, include=include or (), exclude=exclude or (), tags=tag or (), meta=meta_values,
+            passwords=password or (), password_map=passwords, force=force, dry_run=dry_run,
+            stdin=lambda: sys.stdin.buffer.read(), stdin_name=name, progress=progress)
     if out.machine:
         out.data(summary)
     else:

@@ -25,18 +25,6 @@ DIVERSE_OPTION = typer.Option(False, "--diverse", help="Prefer varied results ov
                                                        "default: it lowered nDCG on the benchmarks).")
 
 
-def build_filters(kind: str, source: str | None = None, tags: list[str] | None = None,
-                  meta: list[str] | None = None, since: str | None = None, until: str | None = None,
-                  role: str | None = None, outcome: str | None = None, conversation: str | None = None) -> Any:
-    from ltm_cli.cli.ingest import parse_meta
-    from ltm_cli.cli.settings import parse_time
-    from ltm_cli.services.search import Filters
-
-    return Filters(kind=kind, source=source, tags=tuple(tags or ()), meta=parse_meta(meta),
-                   since=parse_time(since), until=parse_time(until), role=role, outcome=outcome,
-                   conversation=conversation)
-
-
 def render_hits(out: Any, hits: list) -> None:
     """Hits for people: rank, where it came from, score, a snippet with the matched words highlighted."""
     if not hits:
@@ -97,18 +85,12 @@ def search(
     Filters narrow the search itself: --limit results come back whenever that many match."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s, jsonl=jsonl)
-    filters = build_filters(kind, source, tag, meta, since, until, role, outcome, conversation)
-    hits = run_search(s, query, mode=mode, limit=limit, filters=filters, context=context, diverse=diverse)
+    from ltm_cli.parsing import parse_meta
+
+    hits = s.memory().search(query, kind=kind, mode=mode, limit=limit, source=source, tags=tag or (),
+                             meta=parse_meta(meta), since=since, until=until, role=role, outcome=outcome,
+                             conversation=conversation, context=context, diverse=diverse)
     out.data(hits, lambda rows: render_hits(out, rows))
-
-
-def run_search(s: Any, query: str, **kwargs: Any) -> list:
-    from ltm_cli.embedders import get_embedder
-    from ltm_cli.services.search import search as run
-
-    config = s.config()
-    embedder = get_embedder(config) if kwargs.get("mode", "hybrid") != "keyword" else None
-    return run(s.db(), embedder, config.store, query, **kwargs)
 
 
 def recall(
@@ -134,9 +116,9 @@ def recall(
     Neighbouring chunks of one document are merged; --json gives the passages with their citations."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    from ltm_cli.services.recall import recall as run
+    from ltm_cli.parsing import parse_meta
 
-    filters = build_filters(kind, source, tag, meta, since, until, role, outcome)
-    hits = run_search(s, query, mode=mode, limit=40, filters=filters, context=context, diverse=diverse)
-    result = run(s.db(), query, hits, budget=budget)
+    result = s.memory().recall(query, budget=budget, kind=kind, mode=mode, source=source, tags=tag or (),
+                               meta=parse_meta(meta), since=since, until=until, role=role, outcome=outcome,
+                               context=context, diverse=diverse)
     out.data(result, lambda r: out.raw(r.markdown))

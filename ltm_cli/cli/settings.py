@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shlex
 import sys
@@ -12,7 +11,8 @@ from typing import Any
 import typer
 
 from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state
-from ltm_cli.errors import InvalidInputError, NotFoundError
+from ltm_cli.errors import InvalidInputError
+from ltm_cli.parsing import parse_time  # noqa: F401 (re-exported for other command groups)
 from ltm_cli.render import dumps, local_time
 from ltm_cli.services import settings as svc
 
@@ -21,17 +21,6 @@ app = typer.Typer(help="Versioned settings: set, get, list, history, revert, imp
 
 NOTE_OPTION = typer.Option(None, "--note", "-n", help="Why the value changed (kept in the history).")
 BY_OPTION = typer.Option(None, "--by", help="Who changed it (a person, an agent, a script).")
-
-
-def parse_time(value: str | None) -> dt.datetime | None:
-    """ISO 8601 date or date-time; without a zone it is local time."""
-    if value is None:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InvalidInputError(f"invalid time {value!r}", hint="use ISO 8601, e.g. 2026-11-25T14:30") from exc
-    return parsed if parsed.tzinfo else parsed.astimezone()
 
 
 def _read_text(path: str) -> str:
@@ -82,7 +71,7 @@ def set_(
         raise InvalidInputError("give exactly one of VALUE, - (standard input) or --file PATH")
     raw = _read_text(str(file)) if file is not None else (_read_text("-") if value == "-" else value)
     parsed = svc.parse_value(raw, force_string=string)
-    result = svc.set_value(s.db(), s.config().store, key, parsed, note=note, author=by, force=force)
+    result = s.memory().settings.set(key, parsed, note=note, by=by, force=force)
     if out.machine:
         out.data(result)
     elif result.changed:
@@ -108,12 +97,8 @@ def get(
     """Print the active value of KEY (exit 3 when missing, unless --default)."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    try:
-        value = svc.get(s.db(), s.config().store, key, at=parse_time(at))
-    except NotFoundError:
-        if default is None:
-            raise
-        value = svc.parse_value(default)
+    fallback = {} if default is None else {"default": svc.parse_value(default)}
+    value = s.memory().settings.get(key, at=at, **fallback)
     _print_value(out, value)
 
 
@@ -128,7 +113,7 @@ def list_(
     """Active values."""
     s = state(ctx, json=json_out or fmt == "json", store=store)
     out = renderer(s)
-    versions = svc.list_active(s.db(), s.config().store, prefix)
+    versions = s.memory().settings.list(prefix)
     if fmt not in ("table", "json", "env", "toml"):
         raise InvalidInputError(f"unknown format {fmt!r}", hint="use table, json, env or toml")
     if out.machine:
@@ -160,7 +145,7 @@ def unset(
     """Remove KEY (the history keeps it and its old values)."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    removed = svc.unset(s.db(), s.config().store, key, recursive=recursive, note=note, author=by)
+    removed = s.memory().settings.unset(key, recursive=recursive, note=note, by=by)
     out.data({"removed": removed}, lambda v: out.success(f"unset {', '.join(v['removed'])}"))
 
 
@@ -174,7 +159,7 @@ def history(
     """Every version, oldest first, with time, value, note and author."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    versions = svc.history(s.db(), s.config().store, key)
+    versions = s.memory().settings.history(key)
     out.data(versions, lambda rows: out.table(
         [{"time": local_time(v.created_at), "key": v.key, "version": v.version,
           "value": "(unset)" if v.deleted else _short(v.value), "note": v.note or "", "by": v.author or ""}
@@ -195,9 +180,7 @@ def revert(
     """Write a new version equal to an old one (default: undo the last change)."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    if to is not None and at is not None:
-        raise InvalidInputError("give --to or --at, not both")
-    result = svc.revert(s.db(), s.config().store, key, to_version=to, at=parse_time(at), note=note, author=by)
+    result = s.memory().settings.revert(key, to=to, at=at, note=note, by=by)
     out.data(result, lambda r: out.success(f"{key} = {_short(r.value)} (version {r.version})"))
 
 
@@ -229,7 +212,7 @@ def export(
     """Active values as a flat JSON object of dotted keys, or as TOML tables."""
     s = state(ctx, store=store)
     out = renderer(s)
-    flat = svc.export(s.db(), s.config().store, prefix)
+    flat = s.memory().settings.export(prefix)
     text = _to_toml(flat) if _format_of(file, fmt) == "toml" else dumps(flat) + "\n"
     if file in (None, "-"):
         out.raw(text)
@@ -255,7 +238,7 @@ def import_(
     out = renderer(s)
     text = _read_text(file)
     values = _parse_settings_file(text, _format_of(file, fmt), file)
-    result = svc.import_values(s.db(), s.config().store, values, dry_run=dry_run, note=note, author=by)
+    result = s.memory().settings.import_(values, dry_run=dry_run, note=note, by=by)
     if out.machine:
         out.data(result)
         return

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ltm_cli.errors import NotFoundError
-from ltm_cli.storage.stores import store_id
+from ltm_cli.storage.stores import StoreRef
 
 if TYPE_CHECKING:
     from ltm_cli.storage.engine import Database
@@ -49,7 +49,7 @@ _SELECT = """
 """
 
 
-def list_documents(db: Database, store: str, *, tag: str | None = None, source: str | None = None,
+def list_documents(db: Database, store: StoreRef, *, tag: str | None = None, source: str | None = None,
                    limit: int | None = None) -> list[DocumentInfo]:
     from sqlalchemy import text
 
@@ -64,7 +64,7 @@ def list_documents(db: Database, store: str, *, tag: str | None = None, source: 
     if limit:
         sql += f" LIMIT {int(limit)}"
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         if sid is None:
             return []
         return [DocumentInfo(**row) for row in conn.execute(text(sql), {"s": sid, **params}).mappings()]
@@ -96,14 +96,14 @@ def _resolve(conn: Any, sid: int, ref: str) -> list[int]:
                              {"s": sid, "p": _like(ref)}).scalars())
 
 
-def show(db: Database, store: str, ref: str) -> DocumentDetail:
+def show(db: Database, store: StoreRef, ref: str) -> DocumentDetail:
     from sqlalchemy import text
 
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         ids = _resolve(conn, sid, ref) if sid is not None else []
         if len(ids) != 1:
-            raise NotFoundError(f"no document {ref!r} in store {store!r}" if not ids else
+            raise NotFoundError(f"no document {ref!r} in store {store.name!r}" if not ids else
                                 f"{ref!r} matches {len(ids)} documents; name one")
         row = conn.execute(text(_SELECT + " AND d.id = :i"), {"s": sid, "i": ids[0]}).mappings().one()
         chunks = [ChunkInfo(**r) for r in conn.execute(text(
@@ -112,17 +112,17 @@ def show(db: Database, store: str, ref: str) -> DocumentDetail:
     return DocumentDetail(DocumentInfo(**row), chunks)
 
 
-def remove(db: Database, store: str, refs: list[str]) -> list[str]:
+def remove(db: Database, store: StoreRef, refs: list[str]) -> list[str]:
     """Delete documents (their chunks go with them); returns the sources removed."""
     from sqlalchemy import text
 
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         ids: list[int] = []
         for ref in refs:
             found = _resolve(conn, sid, ref) if sid is not None else []
             if not found:
-                raise NotFoundError(f"no document {ref!r} in store {store!r}")
+                raise NotFoundError(f"no document {ref!r} in store {store.name!r}")
             ids.extend(found)
         return list(conn.execute(text("DELETE FROM documents WHERE id = ANY(:ids) RETURNING source"),
                                  {"ids": sorted(set(ids))}).scalars())

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ltm_cli.conversations import NewConversation, NewMessage, Problem, check_message, check_outcome, embed_text
 from ltm_cli.errors import ConflictError, InvalidInputError, NotFoundError
+from ltm_cli.services.embedding import Progress, content_hash, embed_and_cache, no_progress, space_of
 from ltm_cli.storage import vectors
 from ltm_cli.storage.copy import copy_in, encode_rows
-from ltm_cli.storage.stores import store_id
+from ltm_cli.storage.stores import StoreRef
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from ltm_cli.embedders.base import Embedder
     from ltm_cli.storage.engine import Database
 
-EMBED_BATCH = 256
 ANALYZE_ROWS = 1000  # refresh planner statistics after importing this many messages
 _COLUMNS = ("conversation_id", "store_id", "seq", "role", "name", "content", "tool_name", "tool_args",
             "tool_result", "outcome", "outcome_note", "metadata", "embed_hash", "token_count", "created_at")
@@ -159,31 +158,16 @@ def _touch(conn: Connection, conversation: uuid.UUID) -> None:
                       "WHERE conversation_id = :i) t WHERE c.id = :i"), {"i": conversation})
 
 
-def _hash(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).digest()
-
-
 def _embed(db: Database, embedder: Embedder, texts: Sequence[str],
-           progress: Callable[[int], None] | None = None) -> tuple[list[bytes], int]:
-    """Vectors for these texts in the embedder's space (cached by content hash); returns hashes and how many
-    were computed now. Committed before the messages that use them: a harmless cache if those never land."""
-    hashes = [_hash(t) for t in texts]
-    with db.connect() as conn:
-        space = vectors.ensure_space(conn, embedder.provider, embedder.model, embedder.dim)
-        todo = vectors.missing(conn, space, hashes)
-    by_hash = {h: t for h, t in zip(hashes, texts, strict=True) if h in todo}
-    order = list(by_hash)
-    for start in range(0, len(order), EMBED_BATCH):
-        part = order[start:start + EMBED_BATCH]
-        matrix = embedder.embed([by_hash[h] for h in part])
-        with db.connect() as conn:
-            vectors.write(conn, space, part, matrix)
-        if progress:
-            progress(len(part))
-    if order:
+           progress: Progress | None = None) -> tuple[list[bytes], int]:
+    """Vectors for these texts in the embedder's space; returns their hashes and how many were computed now."""
+    hashes = [content_hash(t) for t in texts]
+    space = space_of(db, embedder)
+    done = embed_and_cache(db, embedder, space, dict(zip(hashes, texts, strict=True)), progress=progress)
+    if done.computed:
         with db.connect() as conn:
             vectors.ensure_index(conn, space, embedder.dim)
-    return hashes, len(order)
+    return hashes, done.computed
 
 
 def _token_counts(texts: Sequence[str]) -> list[int]:
@@ -200,14 +184,14 @@ def _rows(cid: uuid.UUID, sid: int, first_seq: int, messages: Sequence[NewMessag
 
 
 # -- add / outcome ---------------------------------------------------------------------------------------
-def add(db: Database, embedder: Embedder, store: str, message: NewMessage, *, conversation: str | None = None,
+def add(db: Database, embedder: Embedder, store: StoreRef, message: NewMessage, *, conversation: str | None = None,
         new: bool = False, title: str | None = None) -> Added:
     """Append one message; it is embedded before this returns, so search sees it at once."""
     with db.writing():
         return _add(db, embedder, store, message, conversation=conversation, new=new, title=title)
 
 
-def _add(db: Database, embedder: Embedder, store: str, message: NewMessage, *, conversation: str | None,
+def _add(db: Database, embedder: Embedder, store: StoreRef, message: NewMessage, *, conversation: str | None,
          new: bool, title: str | None) -> Added:
     from sqlalchemy import text
 
@@ -218,7 +202,7 @@ def _add(db: Database, embedder: Embedder, store: str, message: NewMessage, *, c
     body = embed_text(message)
     hashes, _ = _embed(db, embedder, [body])
     with db.connect() as conn:
-        sid = store_id(conn, store, create=True)
+        sid = store.id(conn, create=True)
         existing = None if new else _find(conn, sid, conversation)
         created = False
         if existing is None:
@@ -242,42 +226,42 @@ def _add(db: Database, embedder: Embedder, store: str, message: NewMessage, *, c
         return Added(message_id, _display_id(conn, existing), seq, created)
 
 
-def set_outcome(db: Database, store: str, message_id: int, outcome: str, note: str | None = None) -> MessageInfo:
+def set_outcome(db: Database, store: StoreRef, message_id: int, outcome: str, note: str | None = None) -> MessageInfo:
     from sqlalchemy import text
 
     value = check_outcome(outcome)
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         updated = conn.execute(text(
             "UPDATE messages SET outcome = :o, outcome_note = coalesce(:n, outcome_note) "
             "WHERE id = :i AND store_id = :s RETURNING id"), {"o": value, "n": note, "i": message_id, "s": sid}
         ).scalar() if sid is not None else None
         if updated is None:
-            raise NotFoundError(f"no message {message_id} in store {store!r}")
+            raise NotFoundError(f"no message {message_id} in store {store.name!r}")
         return _messages(conn, "m.id = :i", {"i": message_id})[0]
 
 
 # -- import ----------------------------------------------------------------------------------------------
-def import_conversations(db: Database, embedder: Embedder, store: str, conversations: Sequence[NewConversation],
+def import_conversations(db: Database, embedder: Embedder, store: StoreRef, conversations: Sequence[NewConversation],
                          problems: Sequence[Problem] = (),
-                         progress: Callable[[str, int], None] | None = None) -> ImportSummary:
+                         progress: Progress | None = None) -> ImportSummary:
     """Each conversation in its own transaction. Idempotent: one already stored is left alone, one that grew
     since (the stored messages are a prefix of the file's) gets the new messages appended."""
     with db.writing():
         return _import(db, embedder, store, conversations, problems, progress)
 
 
-def _import(db: Database, embedder: Embedder, store: str, conversations: Sequence[NewConversation],
-            problems: Sequence[Problem], progress: Callable[[str, int], None] | None) -> ImportSummary:
+def _import(db: Database, embedder: Embedder, store: StoreRef, conversations: Sequence[NewConversation],
+            problems: Sequence[Problem], progress: Progress | None) -> ImportSummary:
     from sqlalchemy import text
 
     summary = ImportSummary(problems=list(problems))
-    tick = progress or (lambda event, n: None)
+    tick = progress or no_progress
     for conv in conversations:
         key = conv.key()
         bodies = [embed_text(m) for m in conv.messages]
         with db.connect() as conn:
-            sid = store_id(conn, store, create=True)
+            sid = store.id(conn, create=True)
             found = _find(conn, sid, key)
             stored = [] if found is None else conn.execute(text(
                 f"SELECT {_STORED_TEXT} FROM messages m WHERE m.conversation_id = :i ORDER BY m.seq"),
@@ -290,21 +274,21 @@ def _import(db: Database, embedder: Embedder, store: str, conversations: Sequenc
                 result.status = "conflict"
                 result.error = "differs from the stored conversation with this id (rm it first to replace it)"
                 summary.conversations.append(result)
-                tick("conversation", 0)
+                tick("conversation", {"messages": 0})
                 continue
             if len(wanted) == len(fingerprints):
                 result.status = "unchanged"
                 summary.conversations.append(result)
-                tick("conversation", 0)
+                tick("conversation", {"messages": 0})
                 continue
             result.status = "appended"
         todo = conv.messages[len(stored):]
         todo_bodies = bodies[len(stored):]
-        hashes, embedded = _embed(db, embedder, todo_bodies, lambda n: tick("embedded", n))
+        hashes, embedded = _embed(db, embedder, todo_bodies, tick)
         summary.embedded += embedded
         counts = _token_counts(todo_bodies)
         with db.connect() as conn:
-            sid = store_id(conn, store, create=True)
+            sid = store.id(conn, create=True)
             cid = _find(conn, sid, key)
             if cid is None:
                 cid, _ = _create(conn, sid, key, conv.title, conv.metadata)
@@ -321,18 +305,18 @@ def _import(db: Database, embedder: Embedder, store: str, conversations: Sequenc
         result.messages = len(todo)
         summary.messages += len(todo)
         summary.conversations.append(result)
-        tick("conversation", len(todo))
+        tick("conversation", {"messages": len(todo)})
     if summary.messages >= ANALYZE_ROWS:
         db.analyze("messages", "conversations", "embeddings")
     return summary
 
 
-def embed_missing(db: Database, embedder: Embedder, store: str) -> int:
+def embed_missing(db: Database, embedder: Embedder, store: StoreRef) -> int:
     """Embed every message of the store that has no vector in the embedder's space (after switching models)."""
     from sqlalchemy import text
 
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         if sid is None:
             return 0
         space = vectors.ensure_space(conn, embedder.provider, embedder.model, embedder.dim)
@@ -357,12 +341,12 @@ def _messages(conn: Connection, where: str, params: dict[str, Any], order: str =
     return [MessageInfo(**row) for row in conn.execute(text(sql), params).mappings()]
 
 
-def list_messages(db: Database, store: str, *, conversation: str | None = None, since: dt.datetime | None = None,
+def list_messages(db: Database, store: StoreRef, *, conversation: str | None = None, since: dt.datetime | None = None,
                   until: dt.datetime | None = None, role: str | None = None, outcome: str | None = None,
                   limit: int | None = 50) -> list[MessageInfo]:
     """The most recent messages matching the filters, returned oldest first."""
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         if sid is None:
             return []
         where, params = ["m.store_id = :s"], {"s": sid}
@@ -375,14 +359,14 @@ def list_messages(db: Database, store: str, *, conversation: str | None = None, 
 def message_filters(conn: Connection, sid: int, alias: str, where: list[str], params: dict[str, Any], *,
                     conversation: str | None = None, role: str | None = None, outcome: str | None = None,
                     since: dt.datetime | None = None, until: dt.datetime | None = None,
-                    store: str | None = None) -> None:
+                    store: StoreRef | None = None) -> None:
     """Add the clauses (on messages as `alias`) that `history list` and `search --kind history` share."""
     from ltm_cli.conversations import check_role
 
     if conversation:
         cid = _find(conn, sid, conversation)
         if cid is None:
-            raise NotFoundError(f"no conversation {conversation!r}" + (f" in store {store!r}" if store else ""))
+            raise NotFoundError(f"no conversation {conversation!r}" + (f" in store {store.name!r}" if store else ""))
         where.append(f"{alias}.conversation_id = :conversation")
         params["conversation"] = cid
     if role:
@@ -404,12 +388,12 @@ def time_filters(where: list[str], params: dict[str, Any], column: str, since: d
         params["until"] = until
 
 
-def list_conversations(db: Database, store: str, *, since: dt.datetime | None = None,
+def list_conversations(db: Database, store: StoreRef, *, since: dt.datetime | None = None,
                        limit: int | None = 50) -> list[ConversationInfo]:
     from sqlalchemy import text
 
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         if sid is None:
             return []
         where, params = ["c.store_id = :s"], {"s": sid}
@@ -420,14 +404,14 @@ def list_conversations(db: Database, store: str, *, since: dt.datetime | None = 
         return [ConversationInfo(**r) for r in conn.execute(text(sql), params).mappings()]
 
 
-def show(db: Database, store: str, conversation: str) -> tuple[ConversationInfo, list[MessageInfo]]:
+def show(db: Database, store: StoreRef, conversation: str) -> tuple[ConversationInfo, list[MessageInfo]]:
     from sqlalchemy import text
 
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         cid = _find(conn, sid, conversation) if sid is not None else None
         if cid is None:
-            raise NotFoundError(f"no conversation {conversation!r} in store {store!r}")
+            raise NotFoundError(f"no conversation {conversation!r} in store {store.name!r}")
         info = conn.execute(text(f"{_CONVERSATIONS} WHERE c.id = :i"), {"i": cid}).mappings().one()
         return ConversationInfo(**info), _messages(conn, "m.conversation_id = :c", {"c": cid}, "m.seq")
 
@@ -452,7 +436,7 @@ def neighbours(db: Database, message_ids: Sequence[int], context: int) -> dict[i
     return out
 
 
-def export(db: Database, store: str, conversation: str | None = None) -> list[dict[str, Any]]:
+def export(db: Database, store: StoreRef, conversation: str | None = None) -> list[dict[str, Any]]:
     """Conversations in the OpenAI chat format plus ltm's fields: `import` reads them back unchanged.
 
     One transaction, so the export is a consistent snapshot even while others write."""
@@ -461,11 +445,11 @@ def export(db: Database, store: str, conversation: str | None = None) -> list[di
     from ltm_cli.conversations import to_openai
 
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         if conversation:
             cid = _find(conn, sid, conversation) if sid is not None else None
             if cid is None:
-                raise NotFoundError(f"no conversation {conversation!r} in store {store!r}")
+                raise NotFoundError(f"no conversation {conversation!r} in store {store.name!r}")
             where, params = "c.id = :c", {"c": cid}
         elif sid is None:
             return []
@@ -481,27 +465,27 @@ def export(db: Database, store: str, conversation: str | None = None) -> list[di
 
 
 # -- deleting ----------------------------------------------------------------------------------------------
-def remove(db: Database, store: str, conversations: Sequence[str]) -> list[str]:
+def remove(db: Database, store: StoreRef, conversations: Sequence[str]) -> list[str]:
     from sqlalchemy import text
 
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         ids = []
         for ref in conversations:
             cid = _find(conn, sid, ref) if sid is not None else None
             if cid is None:
-                raise NotFoundError(f"no conversation {ref!r} in store {store!r}")
+                raise NotFoundError(f"no conversation {ref!r} in store {store.name!r}")
             ids.append(cid)
         return list(conn.execute(text(f"DELETE FROM conversations c WHERE c.id = ANY(:ids) RETURNING {_DISPLAY_ID}"),
                                  {"ids": ids}).scalars())
 
 
-def prune(db: Database, store: str, before: dt.datetime, *, dry_run: bool = False) -> list[ConversationInfo]:
+def prune(db: Database, store: StoreRef, before: dt.datetime, *, dry_run: bool = False) -> list[ConversationInfo]:
     """Delete whole conversations whose last message is older than `before` (never half a conversation)."""
     from sqlalchemy import text
 
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         if sid is None:
             return []
         rows = [ConversationInfo(**r) for r in conn.execute(text(

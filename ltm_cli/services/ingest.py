@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import glob
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -15,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 from ltm_cli.chunking import Chunk, chunk_sections
 from ltm_cli.errors import InvalidInputError
 from ltm_cli.loaders import LoadError, LoadOptions, detect, load
+from ltm_cli.services.embedding import Progress, content_hash, embed_and_cache
 from ltm_cli.storage import vectors
 from ltm_cli.storage.copy import copy_in, encode_rows
-from ltm_cli.storage.stores import store_id
+from ltm_cli.storage.stores import StoreRef
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -32,7 +32,6 @@ BULK_FILES = 50  # from this many files (or BULK_BYTES) the HNSW index is rebuil
 BULK_BYTES = 5_000_000
 ANALYZE_ROWS = 1000  # refresh planner statistics after writing this many chunks
 EMBED_BATCH = 256  # texts gathered across documents before the embedder runs
-Progress = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -149,12 +148,8 @@ class _Prepared:
     hashes: list[bytes]
 
 
-def _embed_hash(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).digest()
-
-
 class Ingestor:
-    def __init__(self, db: Database, config: Config, embedder: Embedder, store: str,
+    def __init__(self, db: Database, config: Config, embedder: Embedder, store: StoreRef,
                  options: IngestOptions | None = None, progress: Progress | None = None,
                  stdin: Callable[[], bytes] | None = None) -> None:
         self.db = db
@@ -187,7 +182,7 @@ class Ingestor:
         total_bytes = sum(c.path.stat().st_size for c in candidates if c.path is not None)
         bulk = len(candidates) >= BULK_FILES or total_bytes >= BULK_BYTES
         with self.db.connect() as conn:
-            self._store_id = store_id(conn, self.store, create=not self.options.dry_run)
+            self._store_id = self.store.id(conn, create=not self.options.dry_run)
             self._space_id = vectors.ensure_space(conn, self.embedder.provider, self.embedder.model,
                                                   self.embedder.dim)
             if bulk and not self.options.dry_run:
@@ -217,13 +212,13 @@ class Ingestor:
         except OSError as exc:
             result.error = f"cannot read: {exc.strerror}"
             return self._done(result)
-        content_hash = hashlib.sha256(data).digest()
+        file_hash = content_hash(data)
         kind = detect(candidate.path or Path(candidate.display), data if len(data) < 64 << 20 else data[:65536])
         if kind is None:
             result.status, result.error = "skipped", "unsupported or binary file"
             return self._done(result)
         existing = self._existing(candidate.source)
-        if existing and not self.options.force and existing["content_hash"] == content_hash \
+        if existing and not self.options.force and existing["content_hash"] == file_hash \
                 and existing["pipeline"] == self.pipeline and existing["fully_embedded"]:
             result.status, result.document_id = "unchanged", existing["id"]
             result.chunks = existing["chunks"]
@@ -247,8 +242,8 @@ class Ingestor:
         metadata = {**loaded.metadata, **self.options.meta, "_pipeline": self.pipeline}
         if candidate.path is not None:
             metadata.setdefault("file_name", candidate.path.name)
-        self._pending.append(_Prepared(candidate, result, content_hash, loaded.media_type, loaded.title, metadata,
-                                       chunks, [_embed_hash(c.embed_text) for c in chunks]))
+        self._pending.append(_Prepared(candidate, result, file_hash, loaded.media_type, loaded.title, metadata,
+                                       chunks, [content_hash(c.embed_text) for c in chunks]))
         self.progress("loaded", {"display": candidate.display, "chunks": len(chunks)})
         return None
 
@@ -284,31 +279,19 @@ class Ingestor:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        all_hashes = {h for p in batch for h in p.hashes}
-        with self.db.connect() as conn:
-            todo = vectors.missing(conn, self._space_id, list(all_hashes))
         texts: dict[bytes, str] = {}
         for prepared in batch:
             for chunk, digest in zip(prepared.chunks, prepared.hashes, strict=True):
-                if digest in todo:
-                    texts.setdefault(digest, chunk.embed_text)
-        self.summary.cached += len(all_hashes) - len(todo)
+                texts.setdefault(digest, chunk.embed_text)
+        done = embed_and_cache(self.db, self.embedder, self._space_id, texts, dry_run=self.options.dry_run,
+                               progress=self.progress, batch=max(len(texts), 1))
+        self.summary.embedded += done.computed
+        self.summary.cached += done.cached
         if self.options.dry_run:
-            self.summary.embedded += len(texts)
             for prepared in batch:
                 self.summary.chunks += len(prepared.chunks)
                 self._done(prepared.result)
             return
-        if texts:
-            order = list(texts)
-            self.progress("embedding", {"texts": len(order)})
-            started = time.perf_counter()
-            matrix = self.embedder.embed([texts[h] for h in order])
-            self.progress("embedded", {"texts": len(order), "seconds": time.perf_counter() - started})
-            # Vectors are a content-addressed cache: committed first, harmless if no document ever uses them.
-            with self.db.connect() as conn:
-                vectors.write(conn, self._space_id, order, matrix)
-            self.summary.embedded += len(order)
         for prepared in batch:
             with self.db.connect() as conn:
                 prepared.result.document_id = self._write_document(conn, prepared)

@@ -10,7 +10,6 @@ from ltm_cli.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from ltm_cli.services.search import Hit
-    from ltm_cli.storage.engine import Database
 
 MIN_OVERLAP = 12  # characters: shorter common edges are coincidence, not chunk overlap
 
@@ -99,7 +98,7 @@ def _clip(text: str, tokens: int) -> str:
     return " ".join(words[:low]) + " …"
 
 
-def recall(db: Database | None, query: str, hits: Sequence[Hit], *, budget: int = 1500) -> Recall:
+def recall(query: str, hits: Sequence[Hit], *, budget: int = 1500) -> Recall:
     """Greedy by rank: each hit joins the passage of its neighbour (same document and adjacent chunk, or
     same conversation) or starts a new one, as long as the whole block stays within `budget` tokens."""
     if budget < 50:

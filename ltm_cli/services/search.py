@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ltm_cli.errors import InvalidInputError
 from ltm_cli.storage import vectors
 from ltm_cli.storage.names import TS_CONFIG
-from ltm_cli.storage.stores import store_id
+from ltm_cli.storage.stores import StoreRef
 
 if TYPE_CHECKING:
     import numpy as np
@@ -469,7 +469,7 @@ def _diversify(conn: Connection, space: int, fused: Fused, limit: int) -> Fused:
     return chosen + [item for item in fused if item not in chosen]
 
 
-def search(db: Database, embedder: Embedder | None, store: str, query: str, *, mode: str = "hybrid",
+def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str, *, mode: str = "hybrid",
            limit: int = 10, filters: Filters | None = None, candidates: int = CANDIDATES, context: int = 0,
            fusion: str = "convex", feedback: bool = True, diverse: bool = False) -> list[Hit]:
     """The best `limit` passages or messages for a query; `context` adds neighbouring turns to history hits.
@@ -490,9 +490,11 @@ def search(db: Database, embedder: Embedder | None, store: str, query: str, *, m
     if mode != "keyword":
         if embedder is None:
             raise InvalidInputError(f"mode {mode} needs an embedder")
-        qvec = embedder.embed([query])[0]
+        from ltm_cli.services.embedding import query_vector
+
+        qvec = query_vector(embedder, query)
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         if sid is None:
             return []
         space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim) if qvec is not None \
@@ -535,12 +537,12 @@ def search(db: Database, embedder: Embedder | None, store: str, query: str, *, m
     return hits
 
 
-def leg_results(db: Database, embedder: Embedder | None, store: str, query: str, *, filters: Filters | None = None,
+def leg_results(db: Database, embedder: Embedder | None, store: StoreRef, query: str, *, filters: Filters | None = None,
                 k: int = 100) -> dict[str, list[tuple[Key, float]]]:
     """Each retriever's own ranking, before fusion and feedback (for benchmarks that study fusion)."""
     filters = filters or Filters()
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         if sid is None:
             return {"vector": [], "keyword": []}
         space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim) if embedder else None

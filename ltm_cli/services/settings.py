@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ltm_cli.errors import ConflictError, InvalidInputError, NotFoundError
-from ltm_cli.storage.stores import lock_store, store_id
+from ltm_cli.storage.stores import StoreRef, lock_store
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -157,38 +157,38 @@ def _nest(prefix: str, versions: Mapping[str, Version]) -> dict[str, Any]:
     return tree
 
 
-def get(db: Database, store: str, key: str, *, at: dt.datetime | None = None) -> Any:
+def get(db: Database, store: StoreRef, key: str, *, at: dt.datetime | None = None) -> Any:
     """The active value of `key`, or its subtree as an object; NotFoundError when neither exists."""
     validate_key(key)
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         found = _active(conn, sid, key, at) if sid is not None else {}
     if key in found:
         return found[key].value
     if found:
         return _nest(key, found)
     when = f" at {at.isoformat()}" if at else ""
-    raise NotFoundError(f"setting {key!r} not found in store {store!r}{when}")
+    raise NotFoundError(f"setting {key!r} not found in store {store.name!r}{when}")
 
 
-def list_active(db: Database, store: str, prefix: str | None = None) -> list[Version]:
+def list_active(db: Database, store: StoreRef, prefix: str | None = None) -> list[Version]:
     if prefix:
         validate_key(prefix)
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         if sid is None:
             return []
         return sorted(_active(conn, sid, prefix).values(), key=lambda v: v.key)
 
 
-def history(db: Database, store: str, key: str | None = None) -> list[Version]:
+def history(db: Database, store: StoreRef, key: str | None = None) -> list[Version]:
     """Every version, deletions included, oldest first: of `key` and its subtree, or of the whole store."""
     from sqlalchemy import text
 
     if key:
         validate_key(key)
     with db.connect() as conn:
-        sid = store_id(conn, store, create=False)
+        sid = store.id(conn, create=False)
         if sid is None:
             rows = []
         else:
@@ -198,7 +198,7 @@ def history(db: Database, store: str, key: str | None = None) -> list[Version]:
                 {"store": sid, "key": key, "subtree": f"{key}."})
         versions = [_row_to_version(r) for r in rows]
     if key and not versions:
-        raise NotFoundError(f"setting {key!r} has no history in store {store!r}")
+        raise NotFoundError(f"setting {key!r} has no history in store {store.name!r}")
     return versions
 
 
@@ -233,13 +233,13 @@ def _insert(conn: Connection, store: int, key: str, value: Any, *, deleted: bool
                                 "author": author, "value": None if deleted else json.dumps(value)}).scalar()
 
 
-def _writable_store(conn: Connection, store: str) -> int:
-    sid = store_id(conn, store, create=True)
+def _writable_store(conn: Connection, store: StoreRef) -> int:
+    sid = store.id(conn, create=True)
     lock_store(conn, sid, "settings")
     return sid
 
 
-def set_value(db: Database, store: str, key: str, value: Any, *, note: str | None = None,
+def set_value(db: Database, store: StoreRef, key: str, value: Any, *, note: str | None = None,
               author: str | None = None, force: bool = False) -> SetResult:
     validate_key(key)
     check_value(value)
@@ -254,7 +254,7 @@ def set_value(db: Database, store: str, key: str, value: Any, *, note: str | Non
     return SetResult(key, version, value, changed=True)
 
 
-def unset(db: Database, store: str, key: str, *, recursive: bool = False, note: str | None = None,
+def unset(db: Database, store: StoreRef, key: str, *, recursive: bool = False, note: str | None = None,
           author: str | None = None) -> list[str]:
     """Record deletions (history keeps every old value); returns the keys removed."""
     validate_key(key)
@@ -262,7 +262,7 @@ def unset(db: Database, store: str, key: str, *, recursive: bool = False, note: 
         sid = _writable_store(conn, store)
         found = _active(conn, sid, key)
         if not found:
-            raise NotFoundError(f"setting {key!r} not found in store {store!r}")
+            raise NotFoundError(f"setting {key!r} not found in store {store.name!r}")
         if key not in found and not recursive:
             raise ConflictError(f"{key!r} is a group of {len(found)} key(s)", hint="add --recursive to unset them all")
         for k in sorted(found):
@@ -270,7 +270,7 @@ def unset(db: Database, store: str, key: str, *, recursive: bool = False, note: 
     return sorted(found)
 
 
-def revert(db: Database, store: str, key: str, *, to_version: int | None = None, at: dt.datetime | None = None,
+def revert(db: Database, store: StoreRef, key: str, *, to_version: int | None = None, at: dt.datetime | None = None,
            note: str | None = None, author: str | None = None) -> SetResult:
     """Write a new version equal to an old one (default: the version before the current one)."""
     from sqlalchemy import text
@@ -282,7 +282,7 @@ def revert(db: Database, store: str, key: str, *, to_version: int | None = None,
             f"SELECT {_VERSION_COLUMNS} FROM settings WHERE store_id = :s AND key = :k ORDER BY version"),
             {"s": sid, "k": key})]
         if not rows:
-            raise NotFoundError(f"setting {key!r} has no history in store {store!r}")
+            raise NotFoundError(f"setting {key!r} has no history in store {store.name!r}")
         if to_version is not None:
             target = next((r for r in rows if r.version == to_version), None)
             if target is None:
@@ -306,7 +306,7 @@ def revert(db: Database, store: str, key: str, *, to_version: int | None = None,
 
 
 # -- import / export ----------------------------------------------------------------------------------
-def export(db: Database, store: str, prefix: str | None = None) -> dict[str, Any]:
+def export(db: Database, store: StoreRef, prefix: str | None = None) -> dict[str, Any]:
     """Active values as a flat {dotted.key: value} map."""
     return {v.key: v.value for v in list_active(db, store, prefix)}
 
@@ -334,7 +334,7 @@ def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def import_values(db: Database, store: str, values: Mapping[str, Any], *, dry_run: bool = False,
+def import_values(db: Database, store: StoreRef, values: Mapping[str, Any], *, dry_run: bool = False,
                   note: str | None = None, author: str | None = None) -> ImportResult:
     """All or nothing: every key is validated (including the value/group rule) before anything is written."""
     problems = []

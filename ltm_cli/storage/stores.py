@@ -34,6 +34,34 @@ def store_id(conn: Connection, name: str, *, create: bool) -> int | None:
     return conn.execute(text("SELECT id FROM stores WHERE name = :n"), {"n": name}).scalar()
 
 
+class StoreRef:
+    """A named store whose id is looked up once per process instead of once per call.
+
+    Only an id that is committed is kept: one created inside a transaction that may still roll back is
+    looked up again next time. A store removed by another process after the look-up is not noticed."""
+
+    __slots__ = ("name", "_id")
+
+    def __init__(self, name: str) -> None:
+        self.name = validate_store_name(name)
+        self._id: int | None = None
+
+    def id(self, conn: Connection, *, create: bool) -> int | None:
+        """The store's id (None when it does not exist and `create` is False)."""
+        if self._id is not None:
+            return self._id
+        from sqlalchemy import text
+
+        found = conn.execute(text("SELECT id FROM stores WHERE name = :n"), {"n": self.name}).scalar()
+        if found is not None:
+            self._id = found
+            return found
+        return store_id(conn, self.name, create=True) if create else None
+
+    def __repr__(self) -> str:
+        return f"StoreRef({self.name!r})"
+
+
 def lock_store(conn: Connection, store: int, scope: str) -> None:
     """Serialize one kind of write within a store until the transaction ends."""
     from sqlalchemy import text

@@ -1,0 +1,359 @@
+"""`Memory`: the one library object over a store. The CLI, the MCP server, the benchmarks and Python apps
+all call it, so each behaviour lives once, below them.
+
+    from ltm_cli import Memory
+
+    with Memory.open("assistant") as memory:
+        memory.settings.set("voice.speed", 1.2, note="user asked to speak faster", by="agent")
+        memory.docs.ingest(["manual.pdf"])
+        hits = memory.search("how do I reset the device")
+        turn = memory.history.add("Reset it with the pin", role="assistant", conversation="c1")
+        memory.history.outcome(turn.message_id, "success")
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ltm_cli.parsing import check_range, parse_meta, parse_time
+from ltm_cli.storage.stores import StoreRef
+
+if TYPE_CHECKING:
+    from ltm_cli.config import Config
+    from ltm_cli.conversations import NewConversation
+    from ltm_cli.embedders.base import Embedder
+    from ltm_cli.services.admin import Collected, Status
+    from ltm_cli.services.documents import DocumentDetail, DocumentInfo
+    from ltm_cli.services.embedding import Progress
+    from ltm_cli.services.history import Added, ConversationInfo, ImportSummary, MessageInfo
+    from ltm_cli.services.ingest import IngestSummary
+    from ltm_cli.services.recall import Recall
+    from ltm_cli.services.search import Filters, Hit
+    from ltm_cli.services.settings import ImportResult, SetResult, Version
+    from ltm_cli.storage.engine import Database
+
+Time = str | dt.datetime | None
+_MISSING: Any = object()
+MAX_LIMIT = 1000  # results one search returns at most
+
+
+class Memory:
+    """One store of long-term memory: settings, conversation history and reference documents.
+
+    Build it with `Memory.open(...)`, which resolves configuration exactly as the `ltm` command does
+    (arguments > LTM_* environment > config file > defaults). It holds one `Database` (a connection pool)
+    and builds the embedder once, on first use. Use it as a context manager, or call `close()`.
+    Errors are `ltm_cli.errors.LtmError` subclasses, each with the CLI's exit code."""
+
+    def __init__(self, config: Config, *, embedder: Embedder | None = None, db: Database | None = None) -> None:
+        from ltm_cli.storage.engine import Database
+
+        self.config = config
+        self.db = db if db is not None else Database(config)
+        self.store = StoreRef(config.store)
+        self._embedder = embedder
+        self.settings = Settings(self)
+        self.docs = Docs(self)
+        self.history = History(self)
+
+    @classmethod
+    def open(cls, store: str | None = None, *, database_url: str | None = None, home: str | None = None,
+             embedder: str | Embedder | None = None, **options: Any) -> Memory:
+        """Open a store (default: LTM_STORE, else "default"). `embedder` is a name (local, openai, hash) or
+        any object with the `Embedder` interface; other options are config keys (e.g. chunk_tokens=128)."""
+        from ltm_cli.config import load_config
+
+        flags = {"store": store, "database_url": database_url, "home": str(home) if home else None, **options}
+        instance = None
+        if isinstance(embedder, str):
+            flags["embedder"] = embedder
+        elif embedder is not None:
+            instance = embedder
+        return cls(load_config(flags), embedder=instance)
+
+    def with_store(self, name: str) -> Memory:
+        """The same database and embedder, another store."""
+        return Memory(self.config.replace(store=name), embedder=self._embedder, db=self.db)
+
+    @property
+    def store_name(self) -> str:
+        return self.store.name
+
+    @property
+    def embedder(self) -> Embedder:
+        """Built on first use and kept: the local model loads once per process."""
+        if self._embedder is None:
+            from ltm_cli.embedders import get_embedder
+
+            self._embedder = get_embedder(self.config)
+        return self._embedder
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Memory(store={self.store.name!r}, database={self.db.display_url if self.db._url else '…'})"
+
+    # -- retrieval -------------------------------------------------------------------------------------
+    def search(self, query: str, *, kind: str = "docs", mode: str = "hybrid", limit: int = 10,
+               source: str | None = None, tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None,
+               since: Time = None, until: Time = None, role: str | None = None, outcome: str | None = None,
+               conversation: str | None = None, context: int = 0, diverse: bool = False) -> list[Hit]:
+        """Hybrid search (BM25 and vector similarity, fused) over documents, history or both.
+
+        Filters narrow the search itself: `limit` results come back whenever that many match."""
+        from ltm_cli.services.search import search
+
+        check_range("limit", limit, 1, MAX_LIMIT)
+        check_range("context", context, 0, 50)
+        filters = self.filters(kind, source=source, tags=tags, meta=meta, since=since, until=until, role=role,
+                               outcome=outcome, conversation=conversation)
+        embedder = self.embedder if mode != "keyword" else None
+        return search(self.db, embedder, self.store, query, mode=mode, limit=limit, filters=filters,
+                      context=context, diverse=diverse)
+
+    def recall(self, query: str, *, budget: int = 1500, kind: str = "all", mode: str = "hybrid",
+               source: str | None = None, tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None,
+               since: Time = None, until: Time = None, role: str | None = None, outcome: str | None = None,
+               context: int = 1, diverse: bool = False) -> Recall:
+        """A prompt-ready Markdown block: the best passages and turns within `budget` tokens, each cited."""
+        from ltm_cli.services.recall import recall
+
+        hits = self.search(query, kind=kind, mode=mode, limit=40, source=source, tags=tags, meta=meta,
+                           since=since, until=until, role=role, outcome=outcome, context=context, diverse=diverse)
+        return recall(query, hits, budget=budget)
+
+    @staticmethod
+    def filters(kind: str = "docs", *, source: str | None = None, tags: Sequence[str] = (),
+                meta: Mapping[str, Any] | Iterable[str] | None = None, since: Time = None, until: Time = None,
+                role: str | None = None, outcome: str | None = None, conversation: str | None = None) -> Filters:
+        from ltm_cli.services.search import Filters
+
+        return Filters(kind=kind, source=source or None, tags=tuple(tags or ()), meta=parse_meta(meta),
+                       since=parse_time(since), until=parse_time(until), role=role or None,
+                       outcome=outcome or None, conversation=conversation or None)
+
+    # -- administration --------------------------------------------------------------------------------
+    def status(self) -> Status:
+        from ltm_cli.services import admin
+
+        return admin.status(self.db)
+
+    def gc(self, *, dry_run: bool = False) -> Collected:
+        from ltm_cli.services import admin
+
+        return admin.gc(self.db, dry_run=dry_run)
+
+
+class _Part:
+    def __init__(self, memory: Memory) -> None:
+        self._memory = memory
+
+    @property
+    def _db(self) -> Database:
+        return self._memory.db
+
+    @property
+    def _store(self) -> StoreRef:
+        return self._memory.store
+
+
+class Settings(_Part):
+    """Versioned settings: every change kept, the active value one query away."""
+
+    def get(self, key: str, *, at: Time = None, default: Any = _MISSING) -> Any:
+        """The active value of `key` (a group returns its subtree as an object). Missing: `default` if given,
+        else NotFoundError."""
+        from ltm_cli.errors import NotFoundError
+        from ltm_cli.services import settings as svc
+
+        try:
+            return svc.get(self._db, self._store, key, at=parse_time(at))
+        except NotFoundError:
+            if default is _MISSING:
+                raise
+            return default
+
+    def set(self, key: str, value: Any, *, note: str | None = None, by: str | None = None,
+            force: bool = False) -> SetResult:
+        """Set `key` (any JSON value). An unchanged value writes nothing unless `force`."""
+        from ltm_cli.services import settings as svc
+
+        return svc.set_value(self._db, self._store, key, value, note=note, author=by, force=force)
+
+    def unset(self, key: str, *, recursive: bool = False, note: str | None = None,
+              by: str | None = None) -> list[str]:
+        from ltm_cli.services import settings as svc
+
+        return svc.unset(self._db, self._store, key, recursive=recursive, note=note, author=by)
+
+    def list(self, prefix: str | None = None) -> list[Version]:
+        from ltm_cli.services import settings as svc
+
+        return svc.list_active(self._db, self._store, prefix)
+
+    def history(self, key: str | None = None) -> list[Version]:
+        from ltm_cli.services import settings as svc
+
+        return svc.history(self._db, self._store, key)
+
+    def revert(self, key: str, *, to: int | None = None, at: Time = None, note: str | None = None,
+               by: str | None = None) -> SetResult:
+        from ltm_cli.errors import InvalidInputError
+        from ltm_cli.services import settings as svc
+
+        if to is not None and at is not None:
+            raise InvalidInputError("give --to or --at, not both")
+        return svc.revert(self._db, self._store, key, to_version=to, at=parse_time(at), note=note, author=by)
+
+    def export(self, prefix: str | None = None) -> dict[str, Any]:
+        from ltm_cli.services import settings as svc
+
+        return svc.export(self._db, self._store, prefix)
+
+    def import_(self, values: Mapping[str, Any], *, dry_run: bool = False, note: str | None = None,
+                by: str | None = None) -> ImportResult:
+        from ltm_cli.services import settings as svc
+
+        return svc.import_values(self._db, self._store, values, dry_run=dry_run, note=note, author=by)
+
+
+class Docs(_Part):
+    """Reference documents: ingest files, list, show and remove them."""
+
+    def ingest(self, paths: Sequence[str | Any], *, include: Sequence[str] = (), exclude: Sequence[str] = (),
+               tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None, passwords: Sequence[str] = (),
+               password_map: Mapping[str, str] | None = None, force: bool = False, dry_run: bool = False,
+               stdin: Callable[[], bytes] | None = None, stdin_name: str | None = None,
+               progress: Progress | None = None) -> IngestSummary:
+        """Load, chunk, embed and store files, directories (recursive) and globs; "-" reads `stdin()`.
+        Unchanged files are skipped; each document is written in one transaction."""
+        from ltm_cli.services.ingest import IngestOptions, Ingestor
+
+        options = IngestOptions(include=tuple(include), exclude=tuple(exclude), force=force, dry_run=dry_run,
+                                tags=tuple(tags), meta=dict(meta or {}), passwords=tuple(passwords),
+                                password_map=dict(password_map or {}),
+                                stdin_name=stdin_name or ("stdin" if "-" in paths else None))
+        return Ingestor(self._db, self._memory.config, self._memory.embedder, self._store, options, progress,
+                        stdin=stdin).run([str(p) for p in paths])
+
+    def list(self, *, tag: str | None = None, source: str | None = None,
+             limit: int | None = None) -> list[DocumentInfo]:
+        from ltm_cli.services import documents as svc
+
+        check_range("limit", limit, 1)
+        return svc.list_documents(self._db, self._store, tag=tag, source=source, limit=limit)
+
+    def show(self, ref: str | int) -> DocumentDetail:
+        """One document by id, source path or a glob matching one source, with its chunks."""
+        from ltm_cli.services import documents as svc
+
+        return svc.show(self._db, self._store, str(ref))
+
+    def rm(self, refs: Sequence[str | int]) -> list[str]:
+        from ltm_cli.services import documents as svc
+
+        return svc.remove(self._db, self._store, [str(r) for r in refs])
+
+
+class History(_Part):
+    """Conversation memory: turns, the tools they called, and how each action turned out."""
+
+    def add(self, content: str = "", *, role: str = "user", conversation: str | None = None, new: bool = False,
+            title: str | None = None, name: str | None = None, tool: str | None = None, args: Any = None,
+            result: str | None = None, outcome: str | None = None, note: str | None = None,
+            meta: Mapping[str, Any] | None = None, at: Time = None) -> Added:
+        """Append one turn to `conversation` (made on first use), or to a new one with `new=True`.
+        It is embedded before this returns, so search finds it at once."""
+        from ltm_cli.conversations import NewMessage
+        from ltm_cli.services import history as svc
+
+        message = NewMessage(role=role, content=content or "", name=name, tool_name=tool, tool_args=args,
+                             tool_result=result, outcome=outcome, outcome_note=note, metadata=dict(meta or {}),
+                             created_at=parse_time(at))
+        return svc.add(self._db, self._memory.embedder, self._store, message, conversation=conversation, new=new,
+                       title=title)
+
+    def outcome(self, message_id: int, outcome: str, note: str | None = None) -> MessageInfo:
+        """Record how the action of a turn turned out: success, failure, partial or unknown."""
+        from ltm_cli.services import history as svc
+
+        return svc.set_outcome(self._db, self._store, message_id, outcome, note)
+
+    def import_(self, data: str | Sequence[NewConversation], *, name: str = "input",
+                progress: Progress | None = None) -> ImportSummary:
+        """Import conversations: file text (OpenAI chat JSON/JSONL or a `role: text` transcript) or parsed
+        ones. Idempotent: re-importing adds nothing, a conversation that grew gets its new turns."""
+        from ltm_cli.services import history as svc
+
+        problems: list = []
+        if isinstance(data, str):
+            from ltm_cli.conversations import parse
+
+            conversations, problems = parse(data, name)
+        else:
+            conversations = list(data)
+        return svc.import_conversations(self._db, self._memory.embedder, self._store, conversations, problems,
+                                        progress)
+
+    def export(self, conversation: str | None = None) -> list[dict[str, Any]]:
+        from ltm_cli.services import history as svc
+
+        return svc.export(self._db, self._store, conversation)
+
+    def list(self, *, conversation: str | None = None, since: Time = None, until: Time = None,
+             role: str | None = None, outcome: str | None = None, limit: int | None = 50) -> list[MessageInfo]:
+        """The most recent `limit` messages matching the filters (None: all), oldest first."""
+        from ltm_cli.services import history as svc
+
+        check_range("limit", limit, 1)
+        return svc.list_messages(self._db, self._store, conversation=conversation, since=parse_time(since),
+                                 until=parse_time(until), role=role, outcome=outcome, limit=limit)
+
+    def conversations(self, *, since: Time = None, limit: int | None = 50) -> list[ConversationInfo]:
+        from ltm_cli.services import history as svc
+
+        check_range("limit", limit, 1)
+        return svc.list_conversations(self._db, self._store, since=parse_time(since), limit=limit)
+
+    def show(self, conversation: str) -> tuple[ConversationInfo, list[MessageInfo]]:
+        from ltm_cli.services import history as svc
+
+        return svc.show(self._db, self._store, conversation)
+
+    def search(self, query: str, *, mode: str = "hybrid", limit: int = 10, conversation: str | None = None,
+               role: str | None = None, outcome: str | None = None, meta: Mapping[str, Any] | None = None,
+               since: Time = None, until: Time = None, context: int = 1, diverse: bool = False) -> list[Hit]:
+        """Search past turns; `outcome="failure"` answers "what went wrong last time I did X"."""
+        return self._memory.search(query, kind="history", mode=mode, limit=limit, meta=meta, since=since,
+                                   until=until, role=role, outcome=outcome, conversation=conversation,
+                                   context=context, diverse=diverse)
+
+    def rm(self, conversations: Sequence[str]) -> list[str]:
+        from ltm_cli.services import history as svc
+
+        return svc.remove(self._db, self._store, conversations)
+
+    def prune(self, before: Time, *, dry_run: bool = False) -> list[ConversationInfo]:
+        """Delete whole conversations last active before `before` (never half a conversation)."""
+        from ltm_cli.errors import InvalidInputError
+        from ltm_cli.services import history as svc
+
+        cutoff = parse_time(before)
+        if cutoff is None:
+            raise InvalidInputError("prune needs a time: --before")
+        return svc.prune(self._db, self._store, cutoff, dry_run=dry_run)
+
+    def embed(self) -> int:
+        """Embed messages that have no vector for the current embedder (after switching models)."""
+        from ltm_cli.services import history as svc
+
+        return svc.embed_missing(self._db, self._memory.embedder, self._store)
