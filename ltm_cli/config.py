@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ltm_cli.embedders.registry import embedder_factory
 from ltm_cli.errors import ConfigError
 
 APP_NAME = "ltm"
@@ -160,12 +161,7 @@ def load_config(
 
 
 def validate(config: Config) -> None:
-    from ltm_cli.embedders import EMBEDDER_NAMES
-
-    if config.embedder_name not in EMBEDDER_NAMES:
-        raise ConfigError(
-            f"unknown embedder {config.embedder_name!r}", hint=f"choose one of: {', '.join(EMBEDDER_NAMES)}"
-        )
+    embedder_factory(config.embedder_name)  # raises ConfigError naming the choices for an unknown embedder
     if config.chunk_tokens < 16:
         raise ConfigError("chunk_tokens must be at least 16")
     if not 0 <= config.chunk_overlap < config.chunk_tokens // 2:

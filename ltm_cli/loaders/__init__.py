@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ltm_cli.errors import InvalidInputError
 from ltm_cli.loaders.base import LoadedDocument, LoadError, LoadOptions, Section
 
-__all__ = ["LoadedDocument", "LoadError", "LoadOptions", "Section", "detect", "load"]
+__all__ = ["LOADERS", "LoadedDocument", "LoadError", "LoadOptions", "Section", "detect", "load", "loader_for"]
+
+Loader = Callable[[Path, bytes, LoadOptions], LoadedDocument]
 
 TEXT_SUFFIXES = {
     ".txt", ".text", ".rst", ".adoc", ".org", ".log", ".csv", ".tsv", ".ini", ".cfg", ".conf", ".toml",
@@ -46,26 +50,31 @@ def detect(path: Path, head: bytes) -> str | None:
     return None
 
 
-def loader_for(kind: str) -> Callable[[Path, bytes, LoadOptions], LoadedDocument]:
-    if kind == "pdf":
-        from ltm_cli.loaders.pdf import load_pdf
+def _lazy(module: str, function: str) -> Callable[[], Loader]:
+    """A factory that imports the loader only when asked for it (pypdf and yaml cost start-up time)."""
 
-        return load_pdf
-    if kind == "markdown":
-        from ltm_cli.loaders.markdown import load_markdown
+    def factory() -> Loader:
+        return getattr(importlib.import_module(f"ltm_cli.loaders.{module}"), function)
 
-        return load_markdown
-    if kind == "openapi":
-        from ltm_cli.loaders.openapi import load_openapi
+    return factory
 
-        return load_openapi
-    if kind == "html":
-        from ltm_cli.loaders.text import load_html
 
-        return load_html
-    from ltm_cli.loaders.text import load_text
+# Every kind `detect` can return, and the loader for it.
+LOADERS: Mapping[str, Callable[[], Loader]] = {
+    "pdf": _lazy("pdf", "load_pdf"),
+    "markdown": _lazy("markdown", "load_markdown"),
+    "openapi": _lazy("openapi", "load_openapi"),
+    "html": _lazy("text", "load_html"),
+    "text": _lazy("text", "load_text"),
+}
 
-    return load_text
+
+def loader_for(kind: str) -> Loader:
+    try:
+        factory = LOADERS[kind]
+    except KeyError:
+        raise InvalidInputError(f"no loader for kind {kind!r}", hint=f"choose one of: {', '.join(LOADERS)}") from None
+    return factory()
 
 
 def load(path: Path, data: bytes, kind: str, options: LoadOptions | None = None) -> LoadedDocument:
