@@ -55,3 +55,20 @@ class EmbeddingError(LtmError):
 
 class ConflictError(LtmError):
     exit_code = ExitCode.CONFLICT
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    """Any exception as (exit code, one-line message): LtmError as it says, database and OS errors by kind.
+    The CLI and the MCP server report errors through this, so both faces say the same thing."""
+    if isinstance(exc, LtmError):
+        return exc.exit_code, exc.message
+    module = type(exc).__module__
+    if module.startswith(("sqlalchemy", "psycopg2")):
+        orig = getattr(exc, "orig", exc)
+        text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(exc).__name__
+        if type(exc).__name__ == "OperationalError":
+            return ExitCode.DATABASE_UNAVAILABLE, f"database error: {text}"
+        return ExitCode.FAILURE, f"database error: {text}"
+    if isinstance(exc, OSError):
+        return ExitCode.FAILURE, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+    return ExitCode.FAILURE, f"unexpected error: {type(exc).__name__}: {exc}"

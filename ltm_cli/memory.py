@@ -233,15 +233,21 @@ class Docs(_Part):
                tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None, passwords: Sequence[str] = (),
                password_map: Mapping[str, str] | None = None, force: bool = False, dry_run: bool = False,
                stdin: Callable[[], bytes] | None = None, stdin_name: str | None = None,
+               follow_symlinks: bool = False, confine_to: Sequence[Any] = (),
                progress: Progress | None = None) -> IngestSummary:
         """Load, chunk, embed and store files, directories (recursive) and globs; "-" reads `stdin()`.
-        Unchanged files are skipped; each document is written in one transaction."""
+        Unchanged files are skipped; each document is written in one transaction. File links that lead out of
+        a directory being walked are skipped unless `follow_symlinks`; with `confine_to`, nothing outside
+        those directories is read."""
+        from pathlib import Path
+
         from ltm_cli.services.ingest import IngestOptions, Ingestor
 
         options = IngestOptions(include=tuple(include), exclude=tuple(exclude), force=force, dry_run=dry_run,
                                 tags=tuple(tags), meta=dict(meta or {}), passwords=tuple(passwords),
                                 password_map=dict(password_map or {}),
-                                stdin_name=stdin_name or ("stdin" if "-" in paths else None))
+                                stdin_name=stdin_name or ("stdin" if "-" in paths else None),
+                                follow_symlinks=follow_symlinks, confine_to=tuple(Path(p) for p in confine_to))
         return Ingestor(self._db, self._memory.config, self._memory.embedder, self._store, options, progress,
                         stdin=stdin).run([str(p) for p in paths])
 

@@ -10,7 +10,7 @@ from typer.core import TyperGroup
 
 from ltm_cli import __version__
 from ltm_cli.cli.common import AppState
-from ltm_cli.errors import ExitCode, LtmError
+from ltm_cli.errors import ExitCode, LtmError, classify
 from ltm_cli.render import Renderer
 
 
@@ -30,7 +30,7 @@ class LtmGroup(TyperGroup):
             # Click's own flow (usage errors, --help, Exit, Abort): Typer vendors Click, so match by module.
             if type(exc).__module__.startswith(("click", "typer")) or _is_debug(ctx):
                 raise
-            code, message = _classify(exc)
+            code, message = classify(exc)
             _report(ctx, message, "run with --debug for the traceback")
             raise typer.Exit(code) from None
         finally:
@@ -50,19 +50,6 @@ def _report(ctx: Any, message: str, hint: str | None) -> None:
 
         traceback.print_exc(file=sys.stderr)
     Renderer().error(message, hint)
-
-
-def _classify(exc: Exception) -> tuple[int, str]:
-    module = type(exc).__module__
-    if module.startswith(("sqlalchemy", "psycopg2")):
-        orig = getattr(exc, "orig", exc)
-        text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(exc).__name__
-        if type(exc).__name__ == "OperationalError":
-            return ExitCode.DATABASE_UNAVAILABLE, f"database error: {text}"
-        return ExitCode.FAILURE, f"database error: {text}"
-    if isinstance(exc, OSError):
-        return ExitCode.FAILURE, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
-    return ExitCode.FAILURE, f"unexpected error: {type(exc).__name__}: {exc}"
 
 
 app = typer.Typer(
@@ -100,7 +87,7 @@ def root(
 
 
 def _register() -> None:
-    from ltm_cli.cli import config_cmd, db, docs, history, ingest, search, settings
+    from ltm_cli.cli import config_cmd, db, docs, history, ingest, mcp, search, settings
 
     app.add_typer(db.app, name="db")
     app.add_typer(db.migrate_app, name="migrate")
@@ -111,6 +98,8 @@ def _register() -> None:
     app.add_typer(docs.app, name="docs")
     app.add_typer(settings.app, name="settings")
     app.add_typer(config_cmd.app, name="config")
+    app.command("mcp")(mcp.mcp)
+    app.add_typer(mcp.tools_app, name="tools")
 
 
 _register()

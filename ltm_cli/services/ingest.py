@@ -82,6 +82,8 @@ class IngestOptions:
     passwords: tuple[str, ...] = ()
     password_map: dict[str, str] = field(default_factory=dict)  # file name or path -> password
     stdin_name: str | None = None
+    follow_symlinks: bool = False  # follow file links that lead out of the directory being walked
+    confine_to: tuple[Path, ...] = ()  # when set, nothing outside these (resolved) directories is read
 
 
 # -- discovery ----------------------------------------------------------------------------------------
@@ -96,8 +98,20 @@ def discover(paths: Sequence[str], options: IngestOptions) -> tuple[list[Candida
     problems: list[FileResult] = []
     seen: set[str] = set()
 
-    def add(path: Path, display: str) -> None:
-        source = str(path.resolve())
+    roots = tuple(r.resolve() for r in options.confine_to)
+
+    def add(path: Path, display: str, walked_from: Path | None = None) -> None:
+        real = path.resolve()
+        if walked_from is not None and path.is_symlink() and not options.follow_symlinks \
+                and not _inside(real, (walked_from.resolve(),)):
+            problems.append(FileResult(str(real), display, "skipped",
+                                       error=f"symbolic link to {real}, outside {walked_from} "
+                                             f"(--follow-symlinks follows it)"))
+            return
+        if roots and not _inside(real, roots):
+            problems.append(FileResult(str(real), display, "failed", error="outside the allowed directories"))
+            return
+        source = str(real)
         if source not in seen:
             seen.add(source)
             found.append(Candidate(display, path, source))
@@ -120,7 +134,7 @@ def discover(paths: Sequence[str], options: IngestOptions) -> tuple[list[Candida
                         continue
                     if options.exclude and _matches(rel, options.exclude):
                         continue
-                    add(full, str(full))
+                    add(full, str(full), walked_from=path)
         elif path.is_file():
             add(path, raw)
         elif any(c in raw for c in "*?["):
@@ -133,6 +147,10 @@ def discover(paths: Sequence[str], options: IngestOptions) -> tuple[list[Candida
         else:
             problems.append(FileResult(raw, raw, "failed", error="no such file or directory"))
     return found, problems
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
 
 
 # -- the pipeline -------------------------------------------------------------------------------------

@@ -1,0 +1,379 @@
+"""The tools an LLM uses on its memory: names, descriptions and JSON schemas written for a model to choose and
+fill, and what each does through `Memory`. One source of truth for the MCP server, `ltm tools` (OpenAI and
+Anthropic function-calling formats) and `ltm tools call`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ltm_cli.errors import InvalidInputError, NotFoundError
+from ltm_cli.render import to_jsonable
+from ltm_cli.storage.names import OUTCOMES, ROLES
+
+if TYPE_CHECKING:
+    from ltm_cli.memory import Memory
+    from ltm_cli.services.search import Hit
+
+FORMATS = ("openai", "anthropic", "mcp")
+MAX_TOOL_LIMIT = 50  # results a tool call returns at most: an LLM's context is the scarce thing
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls a tool: the client's name (recorded as `by` on settings changes) and, for docs_ingest, the
+    directories it may read (resolved; empty means docs_ingest is not offered)."""
+
+    name: str = "ltm tools call"
+    allowed_paths: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    data: dict[str, Any]  # structured content: a JSON object
+    text: str  # the same, readable
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    run: Callable[[Memory, dict[str, Any], Caller], ToolResult]
+    read_only: bool
+    destructive: bool = False
+    needs_paths: bool = False
+    title: str = ""
+
+    def definition(self, fmt: str) -> dict[str, Any]:
+        if fmt == "openai":
+            return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                     "parameters": self.parameters}}
+        if fmt == "anthropic":
+            return {"name": self.name, "description": self.description, "input_schema": self.parameters}
+        return {"name": self.name, "title": self.title, "description": self.description,
+                "inputSchema": self.parameters, "annotations": self.annotations()}
+
+    def annotations(self) -> dict[str, Any]:
+        return {"title": self.title, "readOnlyHint": self.read_only, "destructiveHint": self.destructive,
+                "idempotentHint": self.read_only, "openWorldHint": False}
+
+
+# -- schema pieces ---------------------------------------------------------------------------------------
+def _obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+
+
+def _str(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+def _int(description: str, default: int, low: int, high: int) -> dict[str, Any]:
+    return {"type": "integer", "description": description, "default": default, "minimum": low, "maximum": high}
+
+
+KEY = _str("Dotted setting key, e.g. voice.speed or prompts.system.", minLength=1, maxLength=256)
+NOTE = _str("Why: the user's request or your reason, kept in the history.")
+TIME = "ISO 8601 date or date-time, e.g. 2026-11-25 or 2026-11-25T14:30Z."
+OUTCOME = _str("How the action turned out.", enum=list(OUTCOMES))
+FILTERS = {
+    "source": _str("Only documents whose source path matches this glob, e.g. *stripe*."),
+    "tags": {"type": "array", "items": {"type": "string"}, "description": "Only documents with all these tags."},
+    "since": _str(f"Only documents updated / turns said at or after this time: {TIME}"),
+    "until": _str(f"... and before this time: {TIME}"),
+    "role": _str("Only turns of this role.", enum=list(ROLES)),
+    "outcome": _str("Only turns with this outcome (failure: what went wrong before).", enum=list(OUTCOMES)),
+    "conversation": _str("Only turns of this conversation id."),
+}
+MODE = _str("hybrid (keywords and meaning, best in general), keyword (exact terms, names, error codes) or "
+            "vector (meaning only).", enum=["hybrid", "keyword", "vector"], default="hybrid")
+
+
+# -- results as structured data and as text ------------------------------------------------------------------
+def _version(v: Any) -> dict[str, Any]:
+    return {"key": v.key, "version": v.version, "value": None if v.deleted else v.value, "deleted": v.deleted,
+            "note": v.note, "by": v.author, "at": to_jsonable(v.created_at)}
+
+
+def _json_result(data: dict[str, Any]) -> ToolResult:
+    data = to_jsonable(data)
+    return ToolResult(data, json.dumps(data, ensure_ascii=False, indent=1))
+
+
+def hit_data(hit: Hit) -> dict[str, Any]:
+    """A hit as an LLM needs it: where it came from (to cite), the full passage, and for turns how it went."""
+    from ltm_cli.services.search import citation
+
+    data: dict[str, Any] = {"rank": hit.rank, "kind": hit.kind, "id": hit.id, "score": round(hit.score, 4)}
+    if hit.kind == "docs":
+        where = citation(hit.location)
+        data |= {"citation": f"{hit.title or Path(hit.source or '').name}{' — ' + where if where else ''}",
+                 "source": hit.source, "document_id": hit.document_id, "location": hit.location}
+    else:
+        data |= {"citation": f"conversation {hit.conversation_id} turn {hit.seq}",
+                 "conversation_id": hit.conversation_id, "seq": hit.seq, "role": hit.role, "name": hit.name,
+                 "tool_name": hit.tool_name, "outcome": hit.outcome, "outcome_note": hit.outcome_note,
+                 "at": hit.created_at}
+    data["text"] = hit.text
+    if hit.context:
+        data["context"] = [{k: t[k] for k in ("seq", "role", "name", "content", "tool_name", "tool_args",
+                                              "tool_result", "outcome", "outcome_note")} for t in hit.context]
+    return to_jsonable(data)
+
+
+def _hits_result(query: str, hits: list[Hit]) -> ToolResult:
+    items = [hit_data(h) for h in hits]
+    lines = [f"{len(items)} result(s) for {query!r}" if items else f"no stored memory matches {query!r}"]
+    for item in items:
+        extra = ""
+        if item["kind"] == "history" and item.get("outcome"):
+            extra = f" (outcome: {item['outcome']}{' — ' + item['outcome_note'] if item.get('outcome_note') else ''})"
+        lines.append(f"\n[{item['rank']}] {item['citation']}{extra}")
+        if item.get("source"):
+            lines.append(f"source: {item['source']}")
+        if item.get("context"):
+            for turn in item["context"]:
+                said = " ".join(str(turn["content"] or "").split())
+                if turn.get("tool_name"):
+                    said += f" → {turn['tool_name']}({json.dumps(turn['tool_args'], ensure_ascii=False)})"
+                if turn.get("tool_result"):
+                    said += f" ← {' '.join(str(turn['tool_result']).split())[:300]}"
+                if turn.get("outcome"):
+                    said += f" [outcome: {turn['outcome']}]"
+                lines.append(f"  #{turn['seq']} {turn['name'] or turn['role']}: {said}")
+        else:
+            lines.append(item["text"])
+    return ToolResult({"query": query, "hits": items}, "\n".join(lines))
+
+
+def _search_args(args: dict[str, Any]) -> dict[str, Any]:
+    return {name: args.get(name) for name in ("source", "since", "until", "role", "outcome", "conversation")} | {
+        "tags": args.get("tags") or (), "mode": args.get("mode", "hybrid")}
+
+
+# -- the tools ---------------------------------------------------------------------------------------------
+def _settings_get(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    return _json_result({"key": a["key"], "value": m.settings.get(a["key"], at=a.get("at"))})
+
+
+def _settings_set(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    from ltm_cli.services.settings import check_value
+
+    r = m.settings.set(a["key"], check_value(a["value"]), note=a.get("note"), by=c.name, force=a.get("force", False))
+    return _json_result({"key": r.key, "value": r.value, "version": r.version, "changed": r.changed})
+
+
+def _settings_list(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    return _json_result({"settings": [_version(v) for v in m.settings.list(a.get("prefix"))]})
+
+
+def _settings_history(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    return _json_result({"versions": [_version(v) for v in m.settings.history(a.get("key"))]})
+
+
+def _settings_revert(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    r = m.settings.revert(a["key"], to=a.get("to_version"), at=a.get("at"), note=a.get("note"), by=c.name)
+    return _json_result({"key": r.key, "value": r.value, "version": r.version, "changed": r.changed})
+
+
+def _memory_search(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    hits = m.search(a["query"], kind=a.get("kind", "docs"), limit=a.get("limit", 5), **_search_args(a))
+    return _hits_result(a["query"], hits)
+
+
+def _memory_recall(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    r = m.recall(a["query"], budget=a.get("budget", 1500), kind=a.get("kind", "all"))
+    passages = [{"number": p.number, "kind": p.kind, "citation": p.citation, "source": p.source,
+                 "conversation_id": p.conversation_id} for p in r.passages]
+    return ToolResult(to_jsonable({"query": r.query, "tokens": r.tokens, "budget": r.budget, "passages": passages,
+                                   "markdown": r.markdown}), r.markdown)
+
+
+def _log_turn(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    conversation = a.get("conversation")
+    added = m.history.add(a.get("content", ""), role=a["role"], conversation=conversation, new=conversation is None,
+                          title=a.get("title"), name=a.get("name"), tool=a.get("tool_name"), args=a.get("arguments"),
+                          result=_as_text(a.get("result")), outcome=a.get("outcome"), note=a.get("note"))
+    return _json_result({"message_id": added.message_id, "conversation": added.conversation_id, "seq": added.seq,
+                         "new_conversation": added.new_conversation})
+
+
+def _as_text(value: Any) -> str | None:
+    return value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _record_outcome(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    msg = m.history.outcome(a["message_id"], a["outcome"], a.get("note"))
+    return _json_result({"message_id": msg.id, "conversation": msg.conversation_id, "seq": msg.seq,
+                         "outcome": msg.outcome, "note": msg.outcome_note})
+
+
+def _history_search(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    hits = m.history.search(a["query"], mode=a.get("mode", "hybrid"), limit=a.get("limit", 5),
+                            conversation=a.get("conversation"), role=a.get("role"), outcome=a.get("outcome"),
+                            since=a.get("since"), until=a.get("until"), context=a.get("context", 1))
+    return _hits_result(a["query"], hits)
+
+
+def _docs_list(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    docs = m.docs.list(tag=a.get("tag"), source=a.get("source"), limit=a.get("limit", 50))
+    return _json_result({"documents": [{"id": d.id, "title": d.title, "source": d.source, "type": d.media_type,
+                                        "chunks": d.chunks, "tags": d.tags, "updated_at": d.updated_at}
+                                       for d in docs]})
+
+
+def confine(paths: list[str], roots: tuple[Path, ...]) -> list[str]:
+    """Each path resolved (symlinks followed, `..` folded; relative ones against the first root) and required
+    to lie inside one of `roots`: an LLM may read only what the person running the server allowed."""
+    if not roots:
+        raise InvalidInputError("docs_ingest is disabled: start the server with --allow-path DIR")
+    resolved = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        real = (path if path.is_absolute() else roots[0] / path).resolve()
+        if not any(real == root or real.is_relative_to(root) for root in roots):
+            raise InvalidInputError(f"{raw} is outside the allowed directories",
+                                    hint="allowed: " + ", ".join(str(r) for r in roots))
+        resolved.append(str(real))
+    return resolved
+
+
+def _docs_ingest(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    paths = confine(list(a["paths"]), c.allowed_paths)
+    summary = m.docs.ingest(paths, tags=a.get("tags") or (), confine_to=c.allowed_paths)
+    data = {status: summary.count(status) for status in ("added", "updated", "unchanged", "skipped", "failed")}
+    data |= {"chunks": summary.chunks,
+             "documents": [{"source": f.source, "status": f.status, "chunks": f.chunks, "error": f.error}
+                           for f in summary.files]}
+    return _json_result(data)
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool("settings_get", "Read the active value of one of your settings (a dotted key such as voice.speed), or a "
+         "whole group as an object. Use `at` to see the value at a past time. Fails if the key was never set.",
+         _obj({"key": KEY, "at": _str(f"Optional: the value active at this time, {TIME}")}, ("key",)),
+         _settings_get, read_only=True, title="Read a setting"),
+    Tool("settings_set", "Change one of your settings when the user asks you to (e.g. speak faster: voice.speed "
+         "= 1.2; a new persona: personality.tone). Every change is kept with your note, and can be reverted. "
+         "Setting the value it already has records nothing.",
+         _obj({"key": KEY, "value": {"description": "The new value: any JSON value (number, string, boolean, "
+                                                    "array, object or null)."},
+               "note": NOTE, "force": {"type": "boolean", "default": False,
+                                       "description": "Record a new version even if the value is unchanged."}},
+              ("key", "value")),
+         _settings_set, read_only=False, title="Change a setting"),
+    Tool("settings_list", "List your active settings with their values, versions and who changed them last.",
+         _obj({"prefix": _str("Only this key and the keys below it, e.g. voice.")}),
+         _settings_list, read_only=True, title="List settings"),
+    Tool("settings_history", "Every change ever made to a setting (or to all settings): time, value, note, who. "
+         "Use it to see what a setting was before or why it changed.",
+         _obj({"key": _str("A key or group; all settings when omitted.")}),
+         _settings_history, read_only=True, title="Settings history"),
+    Tool("settings_revert", "Undo a change to a setting: bring back the previous value (default), a given version, "
+         "or the value active at a time. The revert is itself recorded as a new version.",
+         _obj({"key": KEY, "to_version": {"type": "integer", "minimum": 1, "description": "The version to bring "
+                                                                                             "back."},
+               "at": _str(f"Bring back the value active at this time, {TIME}"), "note": NOTE}, ("key",)),
+         _settings_revert, read_only=False, title="Revert a setting"),
+    Tool("memory_search", "Search stored reference documents (manuals, product docs, API specifications) and/or "
+         "past conversations. Returns passages with citations (file, page, heading or METHOD /path). Use it "
+         "before answering from documentation or calling an API whose specification was stored.",
+         _obj({"query": _str("What to look for, in natural language or keywords.", minLength=1),
+               "kind": _str("docs (reference documents), history (past conversations) or all.",
+                            enum=["docs", "history", "all"], default="docs"),
+               "mode": MODE, "limit": _int("How many results.", 5, 1, MAX_TOOL_LIMIT), **FILTERS}, ("query",)),
+         _memory_search, read_only=True, title="Search memory"),
+    Tool("memory_recall", "Get one Markdown block of the memory most relevant to a question, within a token "
+         "budget: the best document passages and past turns, numbered for citation. Call it before answering "
+         "a question that stored documents or earlier conversations may answer.",
+         _obj({"query": _str("The question you are about to answer or the task you are about to do.",
+                             minLength=1),
+               "budget": _int("Most tokens the block may take.", 1500, 50, 20000),
+               "kind": _str("all, docs or history.", enum=["all", "docs", "history"], default="all")},
+              ("query",)),
+         _memory_recall, read_only=True, title="Recall context"),
+    Tool("log_turn", "Record one turn of the conversation in long-term memory: what the user asked, what you "
+         "answered, or a tool call you made with its arguments and result, and how it turned out. Omit "
+         "`conversation` to start a new conversation; its id comes back and the next turns should use it.",
+         _obj({"conversation": _str("Conversation id (made on first use). Omit to start a new one."),
+               "role": _str("Who spoke.", enum=list(ROLES)),
+               "content": _str("What was said (may be empty for a pure tool call)."),
+               "name": _str("The speaker's name, if any."),
+               "title": _str("Title of a conversation this turn starts."),
+               "tool_name": _str("The tool this turn called."),
+               "arguments": {"description": "The tool call's arguments (a JSON value)."},
+               "result": {"description": "What the tool returned (text or JSON)."},
+               "outcome": OUTCOME, "note": _str("Why it worked or failed.")}, ("role",)),
+         _log_turn, read_only=False, title="Log a turn"),
+    Tool("record_outcome", "Record how the action of an earlier turn turned out, once you know (success, failure, "
+         "partial, unknown), with a note on why. Later, history_search with outcome=failure finds what went "
+         "wrong before.",
+         _obj({"message_id": {"type": "integer", "minimum": 1, "description": "The message id log_turn returned."},
+               "outcome": OUTCOME, "note": _str("Why it worked or failed.")}, ("message_id", "outcome")),
+         _record_outcome, read_only=False, title="Record an outcome"),
+    Tool("history_search", "Search past conversations: what was asked, what you did, which tools you called and "
+         "how each turned out. With outcome=failure it answers \"what went wrong last time I did X\"; each hit "
+         "comes with the turns around it.",
+         _obj({"query": _str("What to look for.", minLength=1), "mode": MODE,
+               "limit": _int("How many results.", 5, 1, MAX_TOOL_LIMIT),
+               "context": _int("Turns shown before and after each hit.", 1, 0, 10),
+               **{k: FILTERS[k] for k in ("outcome", "role", "conversation", "since", "until")}}, ("query",)),
+         _history_search, read_only=True, title="Search history"),
+    Tool("docs_list", "List the reference documents stored in memory (id, title, source, type, chunks, tags).",
+         _obj({"tag": _str("Only documents with this tag."), "source": _str("Only sources matching this glob."),
+               "limit": _int("At most this many.", 50, 1, 1000)}),
+         _docs_list, read_only=True, title="List documents"),
+    Tool("docs_ingest", "Add files or directories (PDF, Markdown, OpenAPI JSON/YAML, text) to reference memory so "
+         "that memory_search finds them. Only paths inside the directories the server allows; unchanged files "
+         "are skipped.",
+         _obj({"paths": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 100,
+                         "description": "Files or directories, absolute or relative to the first allowed "
+                                        "directory."},
+               "tags": {"type": "array", "items": {"type": "string"}, "description": "Tags for the documents."}},
+              ("paths",)),
+         _docs_ingest, read_only=False, needs_paths=True, title="Ingest documents"),
+)
+BY_NAME = {tool.name: tool for tool in TOOLS}
+
+
+def available(*, read_only: bool = False, allow_paths: bool = False) -> list[Tool]:
+    """The tools a server offers: writing ones only when not read-only, docs_ingest only with allowed paths."""
+    return [t for t in TOOLS if (t.read_only or not read_only) and (allow_paths or not t.needs_paths)]
+
+
+def definitions(fmt: str = "openai", *, read_only: bool = False, allow_paths: bool = False) -> list[dict[str, Any]]:
+    if fmt not in FORMATS:
+        raise InvalidInputError(f"unknown format {fmt!r}", hint=f"use one of: {', '.join(FORMATS)}")
+    return [t.definition(fmt) for t in available(read_only=read_only, allow_paths=allow_paths)]
+
+
+def validate(tool: Tool, args: Any) -> dict[str, Any]:
+    """Arguments checked against the tool's schema, with defaults filled in; a one-line error otherwise."""
+    import jsonschema
+
+    if args is None:
+        args = {}
+    validator = jsonschema.Draft202012Validator(tool.parameters)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(args))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path)
+        raise InvalidInputError(f"invalid arguments for {tool.name}: {where + ': ' if where else ''}{error.message}")
+    defaults = {k: v["default"] for k, v in tool.parameters["properties"].items() if "default" in v}
+    return defaults | args
+
+
+def call(memory: Memory, name: str, args: Any, caller: Caller | None = None, *,
+         read_only: bool = False) -> ToolResult:
+    """Run one tool. Errors are LtmError subclasses with the CLI's one-line messages."""
+    caller = caller or Caller()
+    tool = BY_NAME.get(name)
+    offered = available(read_only=read_only, allow_paths=bool(caller.allowed_paths))
+    if tool is None or tool not in offered:
+        known = ", ".join(t.name for t in offered)
+        raise NotFoundError(f"no tool {name!r}" + (" here (read-only)" if tool and read_only else ""),
+                            hint=f"tools: {known}")
+    return tool.run(memory, validate(tool, args), caller)
+
