@@ -42,6 +42,8 @@ def ingest(
     password_file: Path = typer.Option(None, "--password-file", help="Per-file passwords: 'file<TAB>password'."),
     name: str = typer.Option(None, "--name", help="Name of the document read from stdin."),
     force: bool = typer.Option(False, "--force", help="Re-read and re-embed even unchanged files."),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks",
+                                         help="Follow file links that lead out of a directory being walked."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; write nothing."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show loader warnings (e.g. pypdf's)."),
     store: str = STORE_OPTION,
@@ -79,7 +81,8 @@ def ingest(
         summary = s.memory().docs.ingest(
             paths, include=include or (), exclude=exclude or (), tags=tag or (), meta=meta_values,
             passwords=password or (), password_map=passwords, force=force, dry_run=dry_run,
-            stdin=lambda: sys.stdin.buffer.read(), stdin_name=name, progress=progress)
+            stdin=lambda: sys.stdin.buffer.read(), stdin_name=name, follow_symlinks=follow_symlinks,
+            progress=progress)
     if out.machine:
         out.data(summary)
     else:
