@@ -68,9 +68,12 @@ def main() -> None:
     os.environ["LTM_HOME"] = str(Path(args.home))
     Path(args.home).mkdir(parents=True, exist_ok=True)
     os.environ.pop("LTM_DATABASE_URL", None)
+    from bench.legs import leg_results, row_keys
     from ltm_cli.config import load_config
     from ltm_cli.embedders import get_embedder
-    from ltm_cli.services.search import Filters, leg_results, row_keys, rrf, search
+    from ltm_cli.services.filters import Filters
+    from ltm_cli.services.fusion import rrf
+    from ltm_cli.services.search import search
     from ltm_cli.storage.engine import Database
 
     results: dict = {}

@@ -91,7 +91,10 @@ def stock_rank(db, store: str, query: str, k: int, function: str, websearch: boo
 
 
 def evaluate(db, embedder, store: str, queries: dict[str, str], qrels, k: int) -> dict:
-    from ltm_cli.services.search import Filters, convex, leg_results, row_keys, rrf, search
+    from bench.legs import leg_results, row_keys
+    from ltm_cli.services.filters import Filters
+    from ltm_cli.services.fusion import convex, rrf
+    from ltm_cli.services.search import search
 
     per_query, product, no_feedback = {}, {}, {}
     stock = {name: {} for name in ("ts_rank", "ts_rank_cd", "ts_rank_websearch")}

@@ -64,6 +64,7 @@ def main() -> None:
     from ltm_cli.config import load_config
     from ltm_cli.embedders.local import LocalEmbedder
     from ltm_cli.services import search as svc
+    from ltm_cli.services.filters import CORPORA, Filters
     from ltm_cli.services.ingest import write_chunks
     from ltm_cli.storage import vectors
     from ltm_cli.storage.engine import Database
@@ -140,20 +141,20 @@ def main() -> None:
         for q in queries:
             t0 = time.perf_counter()
             hits = svc.search(db, fixed, store, q, mode="vector", limit=10,
-                              filters=svc.Filters(source="doc90000" if args.rows > 90_000 else "doc0"))
+                              filters=Filters(source="doc90000" if args.rows > 90_000 else "doc0"))
             filtered.append(((time.perf_counter() - t0) * 1000, len(hits)))
         results["vector_filtered_10pct_ms"] = {"p50": round(statistics.median(t for t, _ in filtered), 1),
                                                "full_limit_share": sum(n == 10 for _, n in filtered) / len(filtered)}
         print(f"vector, 10% filter: {results['vector_filtered_10pct_ms']}", flush=True)
 
         # -- HNSW recall against exact search ----------------------------------------------------------------
-        corpus_def = svc.CORPORA["docs"]
+        corpus_def = CORPORA["docs"]
         for ef in (40, 100, 200):
             recalls, times = [], []
             for qv in qvecs:
                 literal = vectors.vector_literal(qv)
                 with db.connect() as conn:
-                    where = corpus_def.where(svc.Filters(), {}, conn, sid)
+                    where = corpus_def.where(Filters(), {}, conn, sid)
                     conn.execute(text(f"SET LOCAL hnsw.ef_search = {ef}"))
                     t0 = time.perf_counter()
                     approx = [r.id for r in conn.execute(text(svc.vector_sql(corpus_def, where, space, local.dim)),
@@ -182,7 +183,7 @@ def main() -> None:
                         for qv in qvecs:
                             literal = vectors.vector_literal(qv)
                             with real.connect() as conn:
-                                where = corpus_def.where(svc.Filters(), {}, conn, real_sid)
+                                where = corpus_def.where(Filters(), {}, conn, real_sid)
                                 conn.execute(text(f"SET LOCAL hnsw.ef_search = {ef}"))
                                 sql = svc.vector_sql(corpus_def, where, real_space, local.dim)
                                 bind = {"store": real_sid, "qvec": literal, "k": 10}

@@ -115,6 +115,14 @@ def test_filters_narrow_the_search_and_still_fill_the_limit(cli, widgets, mode):
     assert len(sources("--until", "2999-01-01", "-n", "20")) == 12
 
 
+def test_conversation_filter_keeps_history_search_to_that_conversation(cli, widgets):
+    cli("history", "add", "-c", "garage", "The widget in the garage is broken")
+    hits = cli("search", "widget", "--kind", "history", "--conversation", "garage", "--json").json()
+    assert [h["text"] for h in hits] == ["The widget in the garage is broken"]
+    missing = cli("search", "widget", "--kind", "history", "--conversation", "nowhere")
+    assert missing.exit_code == 3 and "no conversation 'nowhere'" in missing.stderr
+
+
 def test_kind_all_mixes_documents_and_history_and_history_filters_apply(cli, widgets):
     kinds = {h["kind"] for h in cli("search", "widget", "--kind", "all", "-n", "20", "--json").json()}
     assert kinds == {"docs", "history"}
@@ -141,7 +149,8 @@ def test_heading_matches_outrank_body_matches_and_bm25_matches_a_reference(cli, 
     from sqlalchemy import text
 
     from ltm_cli.config import load_config
-    from ltm_cli.services import search as svc
+    from ltm_cli.services import keyword as kw
+    from ltm_cli.services.filters import CORPORA
     from ltm_cli.storage.engine import Database
     from ltm_cli.storage.stores import store_id
 
@@ -160,10 +169,9 @@ def test_heading_matches_outrank_body_matches_and_bm25_matches_a_reference(cli, 
     try:
         with db.connect() as conn:
             sid = store_id(conn, store, create=False)
-            corpus = svc.CORPORA["docs"]
-            got = dict(svc._keyword_leg(conn, corpus, sid, ["x.store_id = :store"], {"store": sid},
-                                        "zebra feed", 10))
-            n, avg, terms = svc.query_terms(conn, corpus, sid, "zebra feed")
+            corpus = CORPORA["docs"]
+            got = dict(kw.keyword_leg(conn, corpus, sid, ["x.store_id = :store"], {"store": sid}, "zebra feed", 10))
+            n, avg, terms = kw.query_terms(conn, corpus, sid, "zebra feed")
             rows = conn.execute(text(
                 "SELECT c.id, c.token_count, u.lexeme, cardinality(u.positions) AS tf, "
                 "coalesce(cardinality(array_positions(u.weights, 'A')), 0) AS tf_a "
@@ -175,10 +183,10 @@ def test_heading_matches_outrank_body_matches_and_bm25_matches_a_reference(cli, 
     assert df == {"zebra": 3, "feed": 2}
     expected: dict[int, float] = {}
     for row in rows:
-        tf = row.tf + (svc.HEADING_BOOST - 1) * row.tf_a
+        tf = row.tf + (kw.HEADING_BOOST - 1) * row.tf_a
         idf = math.log(1 + (n - df[row.lexeme] + 0.5) / (df[row.lexeme] + 0.5))
-        norm = svc.BM25_K1 * (1 - svc.BM25_B + svc.BM25_B * row.token_count / avg)
-        expected[row.id] = expected.get(row.id, 0.0) + idf * tf * (svc.BM25_K1 + 1) / (tf + norm)
+        norm = kw.BM25_K1 * (1 - kw.BM25_B + kw.BM25_B * row.token_count / avg)
+        expected[row.id] = expected.get(row.id, 0.0) + idf * tf * (kw.BM25_K1 + 1) / (tf + norm)
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-4)
@@ -195,6 +203,7 @@ def test_vector_and_keyword_legs_use_their_indexes_at_ten_thousand_chunks(store)
     from ltm_cli.config import load_config
     from ltm_cli.embedders.hashing import HashEmbedder
     from ltm_cli.services import search as svc
+    from ltm_cli.services.filters import CORPORA, Filters
     from ltm_cli.services.ingest import write_chunks
     from ltm_cli.storage import vectors
     from ltm_cli.storage.engine import Database
@@ -218,8 +227,8 @@ def test_vector_and_keyword_legs_use_their_indexes_at_ten_thousand_chunks(store)
             vectors.ensure_index(conn, space, dim)
         db.analyze("chunks", "documents", "embeddings")
         with db.connect() as conn:
-            corpus = svc.CORPORA["docs"]
-            where = corpus.where(svc.Filters(), {}, conn, sid)
+            corpus = CORPORA["docs"]
+            where = corpus.where(Filters(), {}, conn, sid)
             conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
             qvec = vectors.vector_literal(embedder.embed([texts[5]])[0])
             plan = json.dumps(conn.execute(text("EXPLAIN (FORMAT JSON) " + svc.vector_sql(corpus, where, space, dim)),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ltm_cli.errors import NotFoundError
+from ltm_cli.services.filters import like
 from ltm_cli.storage.stores import StoreRef
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def list_documents(db: Database, store: StoreRef, *, tag: str | None = None, sou
         params["tag"] = tag
     if source:
         sql += " AND d.source LIKE :src ESCAPE '\\'"
-        params["src"] = _like(source)
+        params["src"] = like(source)
     sql += " ORDER BY d.source"
     if limit:
         sql += f" LIMIT {int(limit)}"
@@ -68,12 +69,6 @@ def list_documents(db: Database, store: StoreRef, *, tag: str | None = None, sou
         if sid is None:
             return []
         return [DocumentInfo(**row) for row in conn.execute(text(sql), {"s": sid, **params}).mappings()]
-
-
-def _like(pattern: str) -> str:
-    """A shell-style glob (*, ?) as a LIKE pattern."""
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
 
 
 def _resolve(conn: Any, sid: int, ref: str) -> list[int]:
@@ -93,7 +88,7 @@ def _resolve(conn: Any, sid: int, ref: str) -> list[int]:
     if rows or not any(ch in ref for ch in "*?"):
         return list(rows)
     return list(conn.execute(text("SELECT id FROM documents WHERE store_id = :s AND source LIKE :p ESCAPE '\\'"),
-                             {"s": sid, "p": _like(ref)}).scalars())
+                             {"s": sid, "p": like(ref)}).scalars())
 
 
 def show(db: Database, store: StoreRef, ref: str) -> DocumentDetail:

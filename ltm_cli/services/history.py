@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ltm_cli.conversations import NewConversation, NewMessage, Problem, check_message, check_outcome, embed_text
 from ltm_cli.errors import ConflictError, InvalidInputError, NotFoundError
 from ltm_cli.services.embedding import Progress, content_hash, embed_and_cache, no_progress, space_of
+from ltm_cli.services.filters import message_filters, time_filters
 from ltm_cli.storage import vectors
 from ltm_cli.storage.copy import copy_in, encode_rows
 from ltm_cli.storage.stores import StoreRef
@@ -354,38 +355,6 @@ def list_messages(db: Database, store: StoreRef, *, conversation: str | None = N
                         since=since, until=until, store=store)
         rows = _messages(conn, " AND ".join(where), params, "m.created_at DESC, m.seq DESC", limit)
     return rows[::-1]
-
-
-def message_filters(conn: Connection, sid: int, alias: str, where: list[str], params: dict[str, Any], *,
-                    conversation: str | None = None, role: str | None = None, outcome: str | None = None,
-                    since: dt.datetime | None = None, until: dt.datetime | None = None,
-                    store: StoreRef | None = None) -> None:
-    """Add the clauses (on messages as `alias`) that `history list` and `search --kind history` share."""
-    from ltm_cli.conversations import check_role
-
-    if conversation:
-        cid = _find(conn, sid, conversation)
-        if cid is None:
-            raise NotFoundError(f"no conversation {conversation!r}" + (f" in store {store.name!r}" if store else ""))
-        where.append(f"{alias}.conversation_id = :conversation")
-        params["conversation"] = cid
-    if role:
-        where.append(f"{alias}.role = :role")
-        params["role"] = check_role(role)
-    if outcome:
-        where.append(f"{alias}.outcome = :outcome")
-        params["outcome"] = check_outcome(outcome)
-    time_filters(where, params, f"{alias}.created_at", since, until)
-
-
-def time_filters(where: list[str], params: dict[str, Any], column: str, since: dt.datetime | None,
-                 until: dt.datetime | None) -> None:
-    if since:
-        where.append(f"{column} >= :since")
-        params["since"] = since
-    if until:
-        where.append(f"{column} < :until")
-        params["until"] = until
 
 
 def list_conversations(db: Database, store: StoreRef, *, since: dt.datetime | None = None,

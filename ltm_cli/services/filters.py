@@ -1,0 +1,123 @@
+"""Search filters and the SQL WHERE clauses they become, shared by search, `history list` and `docs list`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ltm_cli.errors import InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from ltm_cli.storage.stores import StoreRef
+
+KINDS = ("docs", "history", "all")
+
+
+@dataclass(frozen=True)
+class Filters:
+    kind: str = "docs"
+    source: str | None = None  # glob over document sources
+    tags: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    role: str | None = None
+    outcome: str | None = None
+    conversation: str | None = None
+
+    def kinds(self) -> tuple[str, ...]:
+        if self.kind not in KINDS:
+            raise InvalidInputError(f"unknown kind {self.kind!r}", hint=f"use one of: {', '.join(KINDS)}")
+        docs_only = bool(self.source or self.tags)
+        history_only = bool(self.role or self.outcome or self.conversation)
+        if docs_only and history_only:
+            raise InvalidInputError("--source/--tag apply to documents and --role/--outcome/--conversation to "
+                                    "history: no result can match both")
+        if self.kind == "docs" and history_only:
+            raise InvalidInputError("--role, --outcome and --conversation filter history",
+                                    hint="add --kind history")
+        if self.kind == "history" and docs_only:
+            raise InvalidInputError("--source and --tag filter documents", hint="add --kind docs")
+        if self.kind == "all":
+            return ("history",) if history_only else ("docs",) if docs_only else ("docs", "history")
+        return (self.kind,)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """How one kind of memory is laid out: the searchable rows, their join for filters, their columns."""
+
+    table: str
+    join: str
+
+    def where(self, filters: Filters, params: dict[str, Any], conn: Connection, sid: int) -> list[str]:
+        """The filters as clauses on this corpus's rows (`x`) and their parent (`p`); fills `params`."""
+        clauses = ["x.store_id = :store"]
+        if self.table == "chunks":
+            if filters.source:
+                clauses.append("(p.source LIKE :src ESCAPE '\\' OR p.source LIKE :src_any ESCAPE '\\')")
+                params["src"], params["src_any"] = like(filters.source), "%/" + like(filters.source)
+            if filters.tags:
+                clauses.append("p.tags @> CAST(:tags AS text[])")
+                params["tags"] = list(filters.tags)
+            time_filters(clauses, params, "p.updated_at", filters.since, filters.until)
+            meta_column = "p.metadata"
+        else:
+            message_filters(conn, sid, "x", clauses, params, conversation=filters.conversation, role=filters.role,
+                            outcome=filters.outcome, since=filters.since, until=filters.until)
+            meta_column = "x.metadata"
+        if filters.meta:
+            clauses.append(f"{meta_column} @> CAST(:meta AS jsonb)")
+            params["meta"] = json.dumps(filters.meta, ensure_ascii=False)
+        return clauses
+
+
+CORPORA = {
+    "docs": Corpus("chunks", "JOIN documents p ON p.id = x.document_id"),
+    "history": Corpus("messages", "JOIN conversations p ON p.id = x.conversation_id"),
+}
+
+
+def like(pattern: str) -> str:
+    """A shell-style glob (*, ?) as a LIKE pattern."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def message_filters(conn: Connection, sid: int, alias: str, where: list[str], params: dict[str, Any], *,
+                    conversation: str | None = None, role: str | None = None, outcome: str | None = None,
+                    since: dt.datetime | None = None, until: dt.datetime | None = None,
+                    store: StoreRef | None = None) -> None:
+    """Add the clauses (on messages as `alias`) that `history list` and `search --kind history` share."""
+    from ltm_cli.conversations import check_outcome, check_role
+
+    if conversation:
+        # history owns the conversation look-up and imports this module: imported here, when a filter needs it
+        from ltm_cli.services.history import _find
+
+        cid = _find(conn, sid, conversation)
+        if cid is None:
+            raise NotFoundError(f"no conversation {conversation!r}" + (f" in store {store.name!r}" if store else ""))
+        where.append(f"{alias}.conversation_id = :conversation")
+        params["conversation"] = cid
+    if role:
+        where.append(f"{alias}.role = :role")
+        params["role"] = check_role(role)
+    if outcome:
+        where.append(f"{alias}.outcome = :outcome")
+        params["outcome"] = check_outcome(outcome)
+    time_filters(where, params, f"{alias}.created_at", since, until)
+
+
+def time_filters(where: list[str], params: dict[str, Any], column: str, since: dt.datetime | None,
+                 until: dt.datetime | None) -> None:
+    if since:
+        where.append(f"{column} >= :since")
+        params["since"] = since
+    if until:
+        where.append(f"{column} < :until")
+        params["until"] = until
