@@ -69,7 +69,8 @@ def _turn_line(turn: dict[str, Any]) -> str:
 
     who = turn.get("name") or turn["role"]
     when = turn["created_at"].strftime("%Y-%m-%d %H:%M UTC") if turn.get("created_at") else ""
-    line = f"- **{who}** ({when}): {' '.join(turn['content'].split())}"
+    said = " ".join(turn["content"].split())
+    line = f"- **{who}** ({when}):{' ' + said if said else ''}"
     if turn.get("tool_name"):
         args = json.dumps(turn["tool_args"], ensure_ascii=False) if turn.get("tool_args") is not None else ""
         line += f" → `{turn['tool_name']}({args})`"
