@@ -191,11 +191,13 @@ def describe(config: Config) -> list[dict[str, Any]]:
 
 
 def mask_url(url: str) -> str:
-    """Hide the password of a URL, as psql and pgcli do."""
-    from urllib.parse import urlsplit, urlunsplit
+    """Hide every password a PostgreSQL URL can carry, as psql and pgcli do: the one in user:password@, and
+    libpq's password= and sslpassword= query parameters (which libpq accepts too)."""
+    import re
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    masked = re.sub(r"(?i)([?&](?:ssl)?password=)[^&#]*", r"\1****", url)
+    match = re.match(r"^([a-z0-9+.-]+://)([^@/?#]*)@", masked, re.I)
+    if match and ":" in match.group(2):
+        user = match.group(2).split(":", 1)[0]
+        masked = f"{match.group(1)}{user}:****@{masked[match.end():]}"
+    return masked
