@@ -46,6 +46,8 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds an embedding request may take, retries included, before ltm gives up."),
     Option("chunk_tokens", ("LTM_CHUNK_TOKENS",), int, 200, "Target chunk size in tokens."),
     Option("chunk_overlap", ("LTM_CHUNK_OVERLAP",), int, 32, "Tokens shared by neighbouring chunks."),
+    Option("max_input_size", ("LTM_MAX_INPUT_SIZE",), int, 64 << 20,
+           "Largest file ingest reads, and most bytes read from standard input (e.g. 64MB, 1GB)."),
 )
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -63,6 +65,7 @@ class Config:
     embedding_timeout: float = 120.0
     chunk_tokens: int = 200
     chunk_overlap: int = 32
+    max_input_size: int = 64 << 20
     config_file: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -123,6 +126,10 @@ def _coerce(option: Option, value: Any, origin: str) -> Any:
         return value
     if option.type is float and isinstance(value, int):
         return float(value)
+    if option.name.endswith("_size") and isinstance(value, str):
+        from ltm_cli.parsing import parse_size
+
+        return parse_size(value, option.name)
     try:
         return option.type(value)
     except (TypeError, ValueError) as exc:

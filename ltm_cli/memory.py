@@ -232,14 +232,21 @@ class Docs(_Part):
     def ingest(self, paths: Sequence[str | Any], *, include: Sequence[str] = (), exclude: Sequence[str] = (),
                tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None, passwords: Sequence[str] = (),
                password_map: Mapping[str, str] | None = None, force: bool = False, dry_run: bool = False,
-               stdin: Callable[[], bytes] | None = None, stdin_name: str | None = None,
-               follow_symlinks: bool = False, confine_to: Sequence[Any] = (),
+               stdin: Callable[[int], bytes] | None = None, stdin_name: str | None = None,
+               follow_symlinks: bool = False, confine_to: Sequence[Any] = (), max_file_size: int | str | None = None,
                progress: Progress | None = None) -> IngestSummary:
         """Load, chunk, embed and store files, directories (recursive) and globs; "-" reads `stdin()`.
         Unchanged files are skipped; each document is written in one transaction. File links that lead out of
         a directory being walked are skipped unless `follow_symlinks`; with `confine_to`, nothing outside
-        those directories is read."""
+        those directories is read. A file over `max_file_size` (bytes or "64MB"; default the configured
+        max_input_size) fails alone; `stdin(limit)` must return at most limit + 1 bytes."""
         from pathlib import Path
+
+        from ltm_cli.parsing import check_range, parse_size
+
+        limit = parse_size(max_file_size, "--max-file-size") if max_file_size is not None \
+            else self._memory.config.max_input_size
+        check_range("--max-file-size", limit, 1)
 
         from ltm_cli.services.ingest import IngestOptions, Ingestor
 
@@ -247,7 +254,8 @@ class Docs(_Part):
                                 tags=tuple(tags), meta=dict(meta or {}), passwords=tuple(passwords),
                                 password_map=dict(password_map or {}),
                                 stdin_name=stdin_name or ("stdin" if "-" in paths else None),
-                                follow_symlinks=follow_symlinks, confine_to=tuple(Path(p) for p in confine_to))
+                                follow_symlinks=follow_symlinks, confine_to=tuple(Path(p) for p in confine_to),
+                                max_file_size=limit)
         return Ingestor(self._db, self._memory.config, self._memory.embedder, self._store, options, progress,
                         stdin=stdin).run([str(p) for p in paths])
 

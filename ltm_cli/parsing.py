@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import IO, Any
 
 from ltm_cli.errors import InvalidInputError
 
@@ -47,3 +48,34 @@ def check_range(name: str, value: int | None, low: int, high: int | None = None)
         bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise InvalidInputError(f"{name} must be {bounds}, got {value}")
     return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
+
+
+def parse_size(value: str | int, name: str = "size") -> int:
+    """Bytes from 1048576, 64MB, 64M, 1.5GiB (binary multiples: 1MB = 1024 kB, as file managers show)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value)
+    if not match:
+        raise InvalidInputError(f"{name}: invalid size {value!r}", hint="e.g. 500k, 64MB, 2G")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * 1024 ** " kmgt".index(unit or " "))
+
+
+def human_size(size: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)  # pragma: no cover
+
+
+def read_limited(stream: IO[bytes], limit: int, what: str) -> bytes:
+    """At most `limit` bytes from a stream that may never end (/dev/zero, a FIFO): more is refused, exit 4."""
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidInputError(f"{what} is over the {human_size(limit)} input limit",
+                                hint="raise it with LTM_MAX_INPUT_SIZE (e.g. 1GB) if you mean it")
+    return data

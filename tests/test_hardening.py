@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +23,108 @@ def test_no_password_form_is_ever_printed(cli, url):
     assert shown.exit_code == 0 and "hunter2secret" not in shown.stdout and "****" in shown.stdout
     failed = cli("db", "status", env={"LTM_DATABASE_URL": url})
     assert failed.exit_code == 5 and "hunter2secret" not in failed.stdout + failed.stderr
+
+
+# -- bounded resources -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [("ingest", "-"), ("settings", "set", "k", "-"), ("history", "import", "-")])
+def test_endless_standard_input_is_refused_at_the_limit(store, args):
+    with open("/dev/zero", "rb") as zero:
+        done = subprocess.run([sys.executable, "-m", "ltm_cli", *args], stdin=zero, capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "LTM_MAX_INPUT_SIZE": "2MB"})
+    assert done.returncode == 4 and "over the 2.0 MB input limit" in done.stderr
+
+
+def test_a_file_over_the_size_limit_fails_alone(cli, tmp_path):
+    (tmp_path / "big.txt").write_text("word " * 300_000)  # 1.5 MB
+    (tmp_path / "small.txt").write_text("a small file about tomatoes")
+    done = cli("ingest", str(tmp_path), "--max-file-size", "1MB", "--json")
+    statuses = {Path(f["source"]).name: (f["status"], f["error"]) for f in done.json()["files"]}
+    assert done.exit_code == 1 and statuses["small.txt"] == ("added", None)
+    assert statuses["big.txt"][0] == "failed" and "over the 1.0 MB limit" in statuses["big.txt"][1]
+    assert cli("ingest", str(tmp_path / "big.txt"), "--max-file-size", "2M").exit_code == 0
+    assert cli("ingest", "x", "--max-file-size", "lots").exit_code == 4
+
+
+# -- files that fail alone ---------------------------------------------------------------------------------
+def test_fifos_links_loops_and_empty_files_in_a_folder_fail_or_skip_alone(cli, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "good.md").write_text("# Good\n\nThe good file about compilers.\n")
+    os.mkfifo(folder / "pipe.txt")
+    (folder / "loop.txt").symlink_to(folder / "loop.txt")
+    (folder / "dangling.txt").symlink_to(folder / "nowhere.txt")
+    (folder / "empty.txt").write_text("  \n\t\n")
+    done = cli("ingest", str(folder), "--json")
+    statuses = {Path(f["display"]).name: (f["status"], f["error"]) for f in done.json()["files"]}
+    assert statuses["good.md"] == ("added", None)
+    assert statuses["pipe.txt"][0] == "skipped" and "not a regular file" in statuses["pipe.txt"][1]
+    assert statuses["loop.txt"] == ("failed", "symbolic link loop")
+    assert statuses["dangling.txt"][0] == "failed" and "dangling" in statuses["dangling.txt"][1]
+    assert statuses["empty.txt"][0] == "skipped" and "empty" in statuses["empty.txt"][1]
+    assert done.exit_code == 1  # the loop and the dangling link failed; everything else went on
+
+
+def test_an_empty_file_is_skipped_and_its_old_text_removed(cli, tmp_path):
+    doc = tmp_path / "notes.txt"
+    doc.write_text("Rotate the zebra keys every ninety days.")
+    assert cli("ingest", str(doc)).exit_code == 0
+    doc.write_text("\n   \n")
+    done = cli("ingest", str(tmp_path))
+    assert done.exit_code == 0 and "skipped" in done.stderr
+    assert cli("search", "zebra keys", "--mode", "keyword", "--json").json() == []
+    assert cli("docs", "list", "--json").json() == []
+
+
+@pytest.mark.parametrize("args", [("ingest",), ("settings", "import"), ("history", "import")])
+def test_naming_a_fifo_is_an_invalid_input_not_a_hang(cli, tmp_path, args):
+    os.mkfifo(tmp_path / "pipe")
+    done = run_ltm(*args, str(tmp_path / "pipe"), timeout=60)
+    assert done.returncode == 4 and "not a regular file" in done.stderr
+
+
+# -- right codes, right messages ---------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [("search", "x", "-n", "1001"), ("history", "search", "x", "-n", "1001"),
+                                  ("history", "list", "-n", "-1"), ("history", "search", "x", "-C", "-5"),
+                                  ("search", "x", "-n", "0"), ("recall", "x", "--budget", "10"),
+                                  ("docs", "list", "-n", "-3"), ("history", "conversations", "-n", "-2")])
+def test_numeric_options_out_of_range_are_invalid_input(cli, args):
+    done = cli(*args)
+    assert done.exit_code == 4, done.stderr
+    assert "database error" not in done.stderr
+
+
+def test_large_limits_work(cli):
+    cli("history", "add", "hello world", "-c", "c1")
+    assert len(cli("search", "hello", "--kind", "history", "-n", "1000", "--json").json()) == 1
+
+
+def test_reingesting_an_unchanged_tree_keeps_the_vector_index(cli, tmp_path):
+    from sqlalchemy import text
+
+    from ltm_cli import Memory
+
+    for i in range(60):
+        (tmp_path / f"f{i}.md").write_text(f"# File {i}\n\n" + f"topic{i} words " * 30)
+    assert cli("ingest", str(tmp_path)).exit_code == 0
+
+    def index_oid():
+        with Memory.open() as memory, memory.db.connect() as conn:
+            return conn.execute(text("SELECT c.oid FROM pg_class c WHERE c.relname LIKE 'embeddings_hnsw_space_%' "
+                                     "AND c.relname = (SELECT 'embeddings_hnsw_space_' || id FROM embedding_spaces "
+                                     "WHERE provider = 'hash')")).scalar()
+
+    before = index_oid()
+    assert before is not None
+    again = cli("ingest", str(tmp_path), "--json").json()
+    assert {f["status"] for f in again["files"]} == {"unchanged"}
+    assert index_oid() == before  # not dropped and rebuilt
+
+
+def test_concurrent_ingests_of_one_new_file_report_what_each_did(store, tmp_path):
+    doc = tmp_path / "shared.md"
+    doc.write_text("# Shared\n\n" + "a paragraph about pelicans and their beaks. " * 200)
+    procs = [subprocess.Popen([sys.executable, "-m", "ltm_cli", "ingest", str(doc), "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    statuses = sorted(json.loads(p.communicate(timeout=120)[0])["files"][0]["status"] for p in procs)
+    assert statuses == ["added", "unchanged", "unchanged"]
+    assert len(run_ltm("docs", "list", "--json").stdout and json.loads(run_ltm("docs", "list", "--json").stdout)) == 1

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, renderer, state
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, read_text, renderer, state
 from ltm_cli.cli.search import (
     CONVERSATION_OPTION,
     DIVERSE_OPTION,
@@ -23,7 +23,6 @@ from ltm_cli.cli.search import (
     UNTIL_OPTION,
     render_hits,
 )
-from ltm_cli.cli.settings import _read_text
 from ltm_cli.errors import ExitCode, InvalidInputError
 from ltm_cli.render import local_time
 
@@ -62,7 +61,7 @@ def add(
     source = ctx.get_parameter_source("conversation")
     if new and source is not None and source.name == "ENVIRONMENT":
         conversation = None  # LTM_CONVERSATION does not fight an explicit --new
-    content = _read_text(text) if text == "-" else text
+    content = read_text(text) if text == "-" else text
     if content is None and not tool:
         raise InvalidInputError("no message text", hint="give TEXT, or - to read it from stdin")
     tool_args = None
@@ -117,7 +116,7 @@ def import_(
     from ltm_cli.conversations import parse
 
     name = "standard input" if file == "-" else file
-    conversations, problems = parse(_read_text(file), name)
+    conversations, problems = parse(read_text(file), name)
     with out.progress(transient=True) as bar:
         task = bar.add_task("importing", total=len(conversations), status="")
 

@@ -42,6 +42,9 @@ def ingest(
     password_file: Path = typer.Option(None, "--password-file", help="Per-file passwords: 'file<TAB>password'."),
     name: str = typer.Option(None, "--name", help="Name of the document read from stdin."),
     force: bool = typer.Option(False, "--force", help="Re-read and re-embed even unchanged files."),
+    max_file_size: str = typer.Option(None, "--max-file-size", metavar="SIZE",
+                                      help="Larger files fail alone, unread (default 64MB, env LTM_MAX_INPUT_SIZE; "
+                                           "also caps stdin)."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks",
                                          help="Follow file links that lead out of a directory being walked."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; write nothing."),
@@ -56,7 +59,7 @@ def ingest(
     out = renderer(s)
     if "-" in paths and not name:
         name = "stdin"
-    from ltm_cli.parsing import parse_meta
+    from ltm_cli.parsing import parse_meta, read_limited
 
     meta_values, passwords = parse_meta(meta), _password_map(password_file)
     with out.progress(transient=True) as bar:
@@ -81,7 +84,8 @@ def ingest(
         summary = s.memory().docs.ingest(
             paths, include=include or (), exclude=exclude or (), tags=tag or (), meta=meta_values,
             passwords=password or (), password_map=passwords, force=force, dry_run=dry_run,
-            stdin=lambda: sys.stdin.buffer.read(), stdin_name=name, follow_symlinks=follow_symlinks,
+            stdin=lambda limit: read_limited(sys.stdin.buffer, limit, "standard input"), stdin_name=name,
+            follow_symlinks=follow_symlinks, max_file_size=max_file_size,
             progress=progress)
     if out.machine:
         out.data(summary)
@@ -99,7 +103,7 @@ def ingest(
         for result in summary.failed:
             out.error(f"{result.display}: {result.error}")
         verb = "would ingest" if dry_run else "ingested"
-        out.success(
+        (out.warning if summary.failed else out.success)(
             f"{verb}: {summary.count('added')} added, {summary.count('updated')} updated, "
             f"{summary.count('unchanged')} unchanged, {summary.count('skipped')} skipped, "
             f"{len(summary.failed)} failed; {summary.chunks} chunks, {summary.embedded} embedded "

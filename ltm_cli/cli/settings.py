@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, read_text, renderer, state
 from ltm_cli.errors import InvalidInputError
 from ltm_cli.parsing import parse_time  # noqa: F401 (re-exported for other command groups)
 from ltm_cli.render import dumps, local_time
@@ -21,22 +21,6 @@ app = typer.Typer(help="Versioned settings: set, get, list, history, revert, imp
 
 NOTE_OPTION = typer.Option(None, "--note", "-n", help="Why the value changed (kept in the history).")
 BY_OPTION = typer.Option(None, "--by", help="Who changed it (a person, an agent, a script).")
-
-
-def _read_text(path: str) -> str:
-    if path == "-":
-        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-        source = "standard input"
-    else:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from exc
-        source = path
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{source} is not UTF-8 text") from exc
 
 
 def _print_value(out, value: Any) -> None:
@@ -69,7 +53,7 @@ def set_(
     out = renderer(s)
     if (value is None) == (file is None):
         raise InvalidInputError("give exactly one of VALUE, - (standard input) or --file PATH")
-    raw = _read_text(str(file)) if file is not None else (_read_text("-") if value == "-" else value)
+    raw = read_text(str(file)) if file is not None else (read_text("-") if value == "-" else value)
     parsed = svc.parse_value(raw, force_string=string)
     result = s.memory().settings.set(key, parsed, note=note, by=by, force=force)
     if out.machine:
@@ -236,7 +220,7 @@ def import_(
     """Import settings in one transaction: all of them, or none when any is invalid."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    text = _read_text(file)
+    text = read_text(file)
     values = _parse_settings_file(text, _format_of(file, fmt), file)
     result = s.memory().settings.import_(values, dry_run=dry_run, note=note, by=by)
     if out.machine:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +30,8 @@ if TYPE_CHECKING:
 
 PIPELINE_VERSION = 2  # bump when loaders or chunking change what a file turns into
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"}
-BULK_FILES = 50  # from this many files (or BULK_BYTES) the HNSW index is rebuilt after the load
-BULK_BYTES = 5_000_000
+BULK_CHUNKS = 1000  # once a run has written this many chunks, the rest load without the HNSW index (rebuilt
+# at the end): inserting into HNSW runs at hundreds of rows/s, building it at thousands
 ANALYZE_ROWS = 1000  # refresh planner statistics after writing this many chunks
 EMBED_BATCH = 256  # texts gathered across documents before the embedder runs
 
@@ -84,6 +86,7 @@ class IngestOptions:
     stdin_name: str | None = None
     follow_symlinks: bool = False  # follow file links that lead out of the directory being walked
     confine_to: tuple[Path, ...] = ()  # when set, nothing outside these (resolved) directories is read
+    max_file_size: int = 64 << 20  # bytes; a larger file (or standard input) fails alone, unread
 
 
 # -- discovery ----------------------------------------------------------------------------------------
@@ -101,7 +104,17 @@ def discover(paths: Sequence[str], options: IngestOptions) -> tuple[list[Candida
     roots = tuple(r.resolve() for r in options.confine_to)
 
     def add(path: Path, display: str, walked_from: Path | None = None) -> None:
-        real = path.resolve()
+        """One file, or its problem: each fails alone (a loop, a dangling link, a FIFO beside good files)."""
+        try:
+            real = path.resolve(strict=True)
+            mode = real.stat().st_mode
+        except (OSError, RuntimeError) as exc:  # RuntimeError: Python 3.11's "Symlink loop"
+            looped = isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP
+            why = "symbolic link loop" if looped else (
+                "dangling symbolic link (its target does not exist)" if path.is_symlink()
+                else f"cannot read: {getattr(exc, 'strerror', None) or exc}")
+            problems.append(FileResult(str(path), display, "failed", error=why))
+            return
         if walked_from is not None and path.is_symlink() and not options.follow_symlinks \
                 and not _inside(real, (walked_from.resolve(),)):
             problems.append(FileResult(str(real), display, "skipped",
@@ -110,6 +123,12 @@ def discover(paths: Sequence[str], options: IngestOptions) -> tuple[list[Candida
             return
         if roots and not _inside(real, roots):
             problems.append(FileResult(str(real), display, "failed", error="outside the allowed directories"))
+            return
+        if not stat.S_ISREG(mode):
+            if walked_from is None:
+                raise InvalidInputError(f"{display}: not a regular file", hint="name files, directories or - (stdin)")
+            problems.append(FileResult(str(real), display, "skipped", error="not a regular file (FIFO, device or "
+                                                                            "socket)"))
             return
         source = str(real)
         if source not in seen:
@@ -135,15 +154,15 @@ def discover(paths: Sequence[str], options: IngestOptions) -> tuple[list[Candida
                     if options.exclude and _matches(rel, options.exclude):
                         continue
                     add(full, str(full), walked_from=path)
-        elif path.is_file():
+        elif path.exists() or path.is_symlink():
             add(path, raw)
         elif any(c in raw for c in "*?["):
             matches = sorted(glob.glob(raw, recursive=True))
-            files = [Path(m) for m in matches if Path(m).is_file()]
+            files = [Path(m) for m in matches if not Path(m).is_dir()]
             if not files:
                 problems.append(FileResult(raw, raw, "failed", error="no file matches this pattern"))
             for file in files:
-                add(file, str(file))
+                add(file, str(file), walked_from=file.parent)
         else:
             problems.append(FileResult(raw, raw, "failed", error="no such file or directory"))
     return found, problems
@@ -183,6 +202,8 @@ class Ingestor:
         self._store_id: int | None = None
         self._space_id: int | None = None
         self._pending: list[_Prepared] = []
+        self._written = 0  # chunks written by this run
+        self._bulk = False  # the space's index was dropped for the rest of this load
 
     # public
     def run(self, paths: Sequence[str]) -> IngestSummary:
@@ -197,14 +218,10 @@ class Ingestor:
         self.summary.files.extend(problems)
         if not candidates and not problems:
             raise InvalidInputError("nothing to ingest", hint="name files, directories, globs or - for stdin")
-        total_bytes = sum(c.path.stat().st_size for c in candidates if c.path is not None)
-        bulk = len(candidates) >= BULK_FILES or total_bytes >= BULK_BYTES
         with self.db.connect() as conn:
             self._store_id = self.store.id(conn, create=not self.options.dry_run)
             self._space_id = vectors.ensure_space(conn, self.embedder.provider, self.embedder.model,
                                                   self.embedder.dim)
-            if bulk and not self.options.dry_run:
-                vectors.drop_index(conn, self._space_id)
         self.progress("start", {"files": len(candidates)})
         try:
             for candidate in candidates:
@@ -226,9 +243,14 @@ class Ingestor:
     def _one(self, candidate: Candidate) -> None:
         result = FileResult(candidate.source, candidate.display, "failed")
         try:
-            data = self.stdin() if candidate.path is None and self.stdin else candidate.path.read_bytes()
+            data = self._read(candidate)
         except OSError as exc:
             result.error = f"cannot read: {exc.strerror}"
+            return self._done(result)
+        except InvalidInputError as exc:
+            if candidate.path is None:
+                raise  # standard input is the whole run's input: its limit is the command's error (exit 4)
+            result.error = exc.message
             return self._done(result)
         file_hash = content_hash(data)
         kind = detect(candidate.path or Path(candidate.display), data if len(data) < 64 << 20 else data[:65536])
@@ -241,6 +263,8 @@ class Ingestor:
             result.status, result.document_id = "unchanged", existing["id"]
             result.chunks = existing["chunks"]
             return self._done(result)
+        if kind != "pdf" and not data.lstrip(b"\xef\xbb\xbf").strip():
+            return self._empty(result, existing)
         try:
             loaded = load(candidate.path or Path(candidate.display), data, kind, self._load_options(candidate))
         except LoadError as exc:
@@ -253,8 +277,7 @@ class Ingestor:
         chunks = chunk_sections(loaded.sections, target=self.config.chunk_tokens,
                                 overlap=self.config.chunk_overlap, max_tokens=self.embedder.max_tokens)
         if not chunks:
-            result.error = "no text to index"
-            return self._done(result)
+            return self._empty(result, existing)
         result.status = "updated" if existing else "added"
         result.chunks = len(chunks)
         metadata = {**loaded.metadata, **self.options.meta, "_pipeline": self.pipeline}
@@ -264,6 +287,36 @@ class Ingestor:
                                        chunks, [content_hash(c.embed_text) for c in chunks]))
         self.progress("loaded", {"display": candidate.display, "chunks": len(chunks)})
         return None
+
+    def _read(self, candidate: Candidate) -> bytes:
+        """The file's bytes, never more than max_file_size: a larger file fails alone before it is read."""
+        from ltm_cli.parsing import human_size, read_limited
+
+        limit = self.options.max_file_size
+        if candidate.path is None:
+            if self.stdin is None:
+                raise InvalidInputError("standard input is not available here")
+            data = self.stdin(limit)
+        else:
+            size = candidate.path.stat().st_size
+            if size > limit:
+                raise InvalidInputError(f"file is {human_size(size)}, over the {human_size(limit)} limit "
+                                        f"(--max-file-size)")
+            with candidate.path.open("rb") as handle:
+                data = read_limited(handle, limit, candidate.display)
+        return data
+
+    def _empty(self, result: FileResult, existing: dict[str, Any] | None) -> None:
+        """A file with no text (empty, whitespace, a PDF of blank pages) is skipped, not failed; the document
+        it used to be is removed, so search never serves text the file no longer has."""
+        from sqlalchemy import text
+
+        result.status, result.error = "skipped", "no text to index (empty file)"
+        if existing and not self.options.dry_run:
+            with self.db.connect() as conn:
+                conn.execute(text("DELETE FROM documents WHERE id = :i"), {"i": existing["id"]})
+            result.notices.append("it had text before: its old chunks were removed")
+        return self._done(result)
 
     def _load_options(self, candidate: Candidate) -> LoadOptions:
         passwords = list(self.options.passwords)
@@ -311,28 +364,52 @@ class Ingestor:
                 self._done(prepared.result)
             return
         for prepared in batch:
+            if not self._bulk and self._written + len(prepared.chunks) > BULK_CHUNKS:
+                with self.db.connect() as conn:
+                    vectors.drop_index(conn, self._space_id)
+                self._bulk = True
             with self.db.connect() as conn:
                 prepared.result.document_id = self._write_document(conn, prepared)
+            if prepared.result.status != "unchanged":
+                self._written += len(prepared.chunks)
             self.summary.chunks += len(prepared.chunks)
             self._done(prepared.result)
 
     def _write_document(self, conn: Connection, prepared: _Prepared) -> int:
-        """Document row and all its chunks in the caller's transaction: all visible at commit, or nothing."""
+        """Document row and all its chunks in the caller's transaction: all visible at commit, or nothing.
+
+        The row is locked first, so concurrent runs over the same file take turns and each reports what it
+        really did: the first "added", the others "unchanged" (or "updated" when their content differs)."""
         import json
 
         from sqlalchemy import text
 
-        doc_id = conn.execute(text("""
-            INSERT INTO documents (store_id, source, content_hash, media_type, title, metadata, tags)
-            VALUES (:s, :src, :h, :mt, :t, CAST(:m AS jsonb), :tags)
-            ON CONFLICT (store_id, source) DO UPDATE SET content_hash = excluded.content_hash,
-              media_type = excluded.media_type, title = excluded.title, metadata = excluded.metadata,
-              tags = excluded.tags, updated_at = now()
-            RETURNING id"""), {"s": self._store_id, "src": prepared.candidate.source, "h": prepared.content_hash,
-                               "mt": prepared.media_type, "t": prepared.title,
-                               "m": json.dumps(prepared.metadata, ensure_ascii=False),
-                               "tags": list(self.options.tags)}).scalar_one()
-        conn.execute(text("DELETE FROM chunks WHERE document_id = :d"), {"d": doc_id})
+        key = {"s": self._store_id, "src": prepared.candidate.source}
+        current_sql = text("SELECT id, content_hash, metadata -> '_pipeline' AS pipeline FROM documents "
+                           "WHERE store_id = :s AND source = :src FOR UPDATE")
+        values = {**key, "h": prepared.content_hash, "mt": prepared.media_type, "t": prepared.title,
+                  "m": json.dumps(prepared.metadata, ensure_ascii=False), "tags": list(self.options.tags)}
+        current = conn.execute(current_sql, key).first()
+        if current is None:
+            doc_id = conn.execute(text("""
+                INSERT INTO documents (store_id, source, content_hash, media_type, title, metadata, tags)
+                VALUES (:s, :src, :h, :mt, :t, CAST(:m AS jsonb), :tags)
+                ON CONFLICT (store_id, source) DO NOTHING RETURNING id"""), values).scalar()
+            if doc_id is None:  # another run inserted it after our look-up: wait for its commit, then decide
+                current = conn.execute(current_sql, key).first()
+            else:
+                prepared.result.status = "added"
+        if current is not None:
+            same = bytes(current.content_hash) == prepared.content_hash and current.pipeline == self.pipeline
+            if same and not self.options.force:
+                prepared.result.status = "unchanged"
+                return current.id
+            prepared.result.status = "updated"
+            doc_id = current.id
+            conn.execute(text("""
+                UPDATE documents SET content_hash = :h, media_type = :mt, title = :t, metadata = CAST(:m AS jsonb),
+                  tags = :tags, updated_at = now() WHERE id = :id"""), {**values, "id": doc_id})
+            conn.execute(text("DELETE FROM chunks WHERE document_id = :d"), {"d": doc_id})
         write_chunks(conn, doc_id, self._store_id, prepared.chunks, prepared.hashes)
         return doc_id
 
