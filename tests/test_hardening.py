@@ -128,3 +128,20 @@ def test_concurrent_ingests_of_one_new_file_report_what_each_did(store, tmp_path
     statuses = sorted(json.loads(p.communicate(timeout=120)[0])["files"][0]["status"] for p in procs)
     assert statuses == ["added", "unchanged", "unchanged"]
     assert len(run_ltm("docs", "list", "--json").stdout and json.loads(run_ltm("docs", "list", "--json").stdout)) == 1
+
+
+BILLION_LAUGHS = "openapi: 3.0.0\na: &a [" + ",".join(['"lol"'] * 9) + "]\n" + "".join(
+    f"{b}: &{b} [{','.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+def test_a_billion_laughs_yaml_fails_alone_and_fast(cli, tmp_path):
+    (tmp_path / "laughs.yaml").write_text(BILLION_LAUGHS)
+    (tmp_path / "spec.yaml").write_text(
+        "openapi: 3.0.0\ninfo: {title: Pets, version: '1'}\ncomponents:\n  parameters:\n    limit: &limit\n"
+        "      name: limit\n      in: query\npaths:\n  /pets:\n    get:\n      summary: List pets\n"
+        "      parameters: [*limit]\n  /cats:\n    get:\n      summary: List cats\n      parameters: [*limit]\n")
+    done = cli("ingest", str(tmp_path), "--json")
+    statuses = {Path(f["source"]).name: (f["status"], f["error"]) for f in done.json()["files"]}
+    assert statuses["spec.yaml"][0] == "added"  # aliases within reason are fine
+    assert statuses["laughs.yaml"][0] == "failed" and "billion laughs" in statuses["laughs.yaml"][1]
+    assert done.json()["seconds"] < 10

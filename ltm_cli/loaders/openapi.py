@@ -28,11 +28,49 @@ def _parse(text: str, name: str) -> Any:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on multi-MB specs
     try:
+        if "*" in text:  # aliases: make sure they do not expand without bound before anything walks the tree
+            _check_expansion(yaml.compose(text, Loader=loader), name)
         return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise LoadError(f"{name}: invalid YAML/JSON{where}") from exc
+
+
+MAX_YAML_NODES = 2_000_000  # nodes a YAML document may expand to through its aliases (Stripe's spec: ~600k)
+
+
+def _check_expansion(root: Any, name: str) -> None:
+    """Refuse a document whose aliases expand past MAX_YAML_NODES ("billion laughs": a few hundred bytes that
+    expand to 10^9 nodes) or refer to themselves. Each node's expanded size is counted once (memoised), so
+    the check is linear in the document's size."""
+    if root is None:
+        return
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise LoadError(f"{name}: a YAML alias refers to itself")
+        value = node.value
+        if isinstance(value, list):
+            open_.add(key)
+            total = 1
+            for item in value:
+                total += sum(size(part) for part in item) if isinstance(item, tuple) else size(item)
+                if total > MAX_YAML_NODES:
+                    raise LoadError(f"{name}: YAML aliases expand to more than {MAX_YAML_NODES:,} nodes "
+                                    f"(a 'billion laughs' document?)")
+            open_.discard(key)
+        else:
+            total = 1
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 class _Resolver:
