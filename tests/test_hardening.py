@@ -145,3 +145,21 @@ def test_a_billion_laughs_yaml_fails_alone_and_fast(cli, tmp_path):
     assert statuses["spec.yaml"][0] == "added"  # aliases within reason are fine
     assert statuses["laughs.yaml"][0] == "failed" and "billion laughs" in statuses["laughs.yaml"][1]
     assert done.json()["seconds"] < 10
+
+
+def test_a_missing_vector_index_shows_in_status_and_the_next_write_rebuilds_it(cli, tmp_path):
+    from sqlalchemy import text
+
+    from ltm_cli import Memory
+
+    cli("history", "add", "hello there", "-c", "c1")
+    space = next(s for s in cli("db", "status", "--json").json()["embedding_spaces"] if s["provider"] == "hash")
+    assert space["index"] == "ok"
+    with Memory.open() as memory, memory.db.connect() as conn:  # what a kill -9 during a bulk load leaves
+        conn.execute(text(f"DROP INDEX embeddings_hnsw_space_{space['id']}"))
+    status = cli("db", "status", "--json").json()["embedding_spaces"]
+    assert next(s for s in status if s["id"] == space["id"])["index"] == "missing"
+    assert "missing" in cli("db", "status").stdout
+    cli("history", "add", "and again", "-c", "c1")
+    status = cli("db", "status", "--json").json()["embedding_spaces"]
+    assert next(s for s in status if s["id"] == space["id"])["index"] == "ok"

@@ -25,7 +25,7 @@ def _render_status(out, st: admin.Status) -> None:
               ["name", "settings", "conversations", "messages", "documents", "chunks"],
               title="stores", empty="no stores yet")
     if st.embedding_spaces:
-        out.table([s.__dict__ for s in st.embedding_spaces], ["id", "provider", "model", "dim", "vectors"],
+        out.table([s.__dict__ for s in st.embedding_spaces], ["id", "provider", "model", "dim", "vectors", "index"],
                   title="embedding spaces")
 
 

@@ -26,6 +26,7 @@ class SpaceCounts:
     model: str
     dim: int
     vectors: int
+    index: str  # "ok", or "missing" (searches are exact scans until the next ingest or history write)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ def status(db: Database) -> Status:
             stores = [StoreCounts(*row) for row in rows]
             rows = conn.execute(text("""
                 SELECT e.id, e.provider, e.model, e.dim,
-                  (SELECT count(*) FROM embeddings v WHERE v.space_id = e.id)
+                  (SELECT count(*) FROM embeddings v WHERE v.space_id = e.id),
+                  CASE WHEN to_regclass('embeddings_hnsw_space_' || e.id) IS NULL THEN 'missing' ELSE 'ok' END
                 FROM embedding_spaces e ORDER BY e.id"""))
             spaces = [SpaceCounts(*row) for row in rows]
     data_dir = str(db.config.home_path / "pgdata") if db.is_embedded else None

@@ -165,9 +165,8 @@ def _embed(db: Database, embedder: Embedder, texts: Sequence[str],
     hashes = [content_hash(t) for t in texts]
     space = space_of(db, embedder)
     done = embed_and_cache(db, embedder, space, dict(zip(hashes, texts, strict=True)), progress=progress)
-    if done.computed:
-        with db.connect() as conn:
-            vectors.ensure_index(conn, space, embedder.dim)
+    with db.connect() as conn:  # also rebuilds an index a killed bulk ingest left dropped
+        vectors.ensure_index(conn, space, embedder.dim)
     return hashes, done.computed
 
 
