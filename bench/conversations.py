@@ -1,6 +1,6 @@
 """Conversation memory on LoCoMo: evidence recall@k of `ltm history search`, per mode.
 
-    python bench/conversations.py [--embedder local hash] [--files 26 30 41 42 43]
+    python bench/conversations.py [--embedder local hash] [--files 26 30 41 42 43] [--questions N]
 
 Each LoCoMo conversation is converted here (not in the product) to the OpenAI chat format — speaker A as user,
 speaker B as assistant, each turn with the speaker's name, its session date as its time and its dialogue id in
@@ -61,6 +61,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedder", nargs="+", default=["local"])
     parser.add_argument("--files", nargs="+", default=["26", "30", "41", "42", "43"])
+    parser.add_argument("--questions", type=int, default=None,
+                        help="only the first N questions of each file: a quick check (with --out: its figures "
+                             "are not comparable)")
     parser.add_argument("--home", default=str(ROOT / "bench" / ".home"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "conversations.json"))
     args = parser.parse_args()
@@ -69,28 +72,24 @@ def main() -> None:
     Path(args.home).mkdir(parents=True, exist_ok=True)
     os.environ.pop("LTM_DATABASE_URL", None)
     from bench.legs import leg_results, row_keys
-    from ltm_cli.config import load_config
-    from ltm_cli.embedders import get_embedder
+    from ltm_cli import Memory
     from ltm_cli.services.filters import Filters
     from ltm_cli.services.fusion import rrf
-    from ltm_cli.services.search import search
-    from ltm_cli.storage.engine import Database
 
     results: dict = {}
     for embedder_name in args.embedder:
-        os.environ["LTM_EMBEDDER"] = embedder_name
+        os.environ["LTM_EMBEDDER"] = embedder_name  # for the `ltm history import` subprocess
         store = f"locomo-{embedder_name}"
-        config = load_config({"store": store})
-        embedder = get_embedder(config)
-        db = Database(config)
+        memory = Memory.open(store, home=args.home, embedder=embedder_name)
         scores: dict[str, dict[str, list[float]]] = {}
         legs_dump = []
         import_s = query_s = 0.0
         questions = 0
         for name in args.files:
             sample = json.loads((DATA / f"{name}.json").read_text())
+            conversation = f"locomo-{name}"
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-                json.dump(to_openai(sample, f"locomo-{name}"), handle)
+                json.dump(to_openai(sample, conversation), handle)
             start = time.perf_counter()
             done = subprocess.run([sys.executable, "-m", "ltm_cli", "--store", store, "history", "import",
                                    handle.name, "--json"], capture_output=True, text=True, env=os.environ)
@@ -98,19 +97,18 @@ def main() -> None:
             os.unlink(handle.name)
             if done.returncode != 0:
                 raise SystemExit(f"import failed: {done.stderr}")
-            filters = Filters(kind="history", conversation=f"locomo-{name}")
+            filters = Filters(kind="history", conversation=conversation)
             start = time.perf_counter()
-            for qa in sample["qa"]:
-                if qa.get("category") == 5 or not gold(qa):
-                    continue
+            asked = [qa for qa in sample["qa"] if qa.get("category") != 5 and gold(qa)][:args.questions]
+            for qa in asked:
                 questions += 1
-                legs = leg_results(db, embedder, store, qa["question"], filters=filters, k=50)
+                legs = leg_results(memory, qa["question"], filters=filters, k=50)
                 ids = {key[1] for leg in legs.values() for key, _ in leg}
-                dia = {i: meta.get("dia_id") for i, meta in row_keys(db, "history", sorted(ids)).items()}
+                dia = {i: meta.get("dia_id") for i, meta in row_keys(memory.db, "history", sorted(ids)).items()}
                 legs_dump.append({"file": name, "qa": qa, "legs": legs, "dia": dia})
                 rankings = {"keyword": [k for k, _ in legs["keyword"]], "vector": [k for k, _ in legs["vector"]],
                             "hybrid": [k for k, _, _ in rrf(legs)]}
-                product = search(db, embedder, store, qa["question"], limit=10, filters=filters)
+                product = memory.search(qa["question"], kind="history", conversation=conversation, limit=10)
                 rankings["hybrid (ltm search)"] = [("history", h.id) for h in product]
                 want = gold(qa)
                 for mode, ranked in rankings.items():
@@ -131,7 +129,7 @@ def main() -> None:
         for mode, row in summary.items():
             print(f"{embedder_name} {mode:20s} {row}", flush=True)
         print(f"{embedder_name}: {questions} questions, import {import_s:.1f}s, queries {query_s:.1f}s")
-        db.dispose()
+        memory.close()
     save(args.out, results, merge=True)
 
 

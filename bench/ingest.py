@@ -1,6 +1,6 @@
 """Ingest benchmark: pipeline alone (hash embedder), end to end (local model), raw model speed, storage alone.
 
-    python bench/ingest.py [--quick]
+    python bench/ingest.py [--quick] [--storage-rows N]
 
 Starts a throwaway embedded server in a temporary directory, ingests real corpora from ../shared/data through
 the normal service layer, prints the figures and writes them to bench/results/ingest.json.
@@ -16,9 +16,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.results_file import save  # noqa: E402 (needs the path above)
+
+if TYPE_CHECKING:
+    from ltm_cli import Memory
+
 DATA = ROOT.parent / "shared" / "data"
 
 CORPORA = {
@@ -32,11 +38,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_ingest(db, config, embedder, store: str, paths: list[Path]) -> dict:
-    from ltm_cli.services.ingest import Ingestor
-
+def run_ingest(memory: Memory, paths: list[Path]) -> dict:
     start = time.perf_counter()
-    summary = Ingestor(db, config, embedder, store).run([str(p) for p in paths])
+    summary = memory.docs.ingest([str(p) for p in paths])
     seconds = time.perf_counter() - start
     pages = sum(int(f.title is not None) for f in summary.files)
     return {"seconds": round(seconds, 2), "files": len(summary.files), "chunks": summary.chunks,
@@ -66,7 +70,7 @@ def corpus_texts(paths: list[Path], config) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
-def storage_alone(db, n: int = 20_000, dim: int = 384) -> dict:
+def storage_alone(memory: Memory, n: int = 20_000, dim: int = 384) -> dict:
     """Write n chunks + n vectors through the same COPY paths ingest uses, no loading or embedding."""
     import hashlib
 
@@ -76,15 +80,15 @@ def storage_alone(db, n: int = 20_000, dim: int = 384) -> dict:
     from ltm_cli.chunking import Chunk
     from ltm_cli.services.ingest import write_chunks
     from ltm_cli.storage import vectors
-    from ltm_cli.storage.stores import store_id
 
+    db = memory.db
     rng = np.random.default_rng(0)
     matrix = rng.standard_normal((n, dim)).astype(np.float32)
     chunks = [Chunk(i, f"synthetic chunk {i} " + "lorem ipsum dolor sit amet " * 40, "Bench > Storage",
                     {"page": i // 4 + 1}, 200) for i in range(n)]
     hashes = [hashlib.sha256(c.text.encode()).digest() for c in chunks]
     with db.connect() as conn:
-        sid = store_id(conn, "bench-storage", create=True)
+        sid = memory.store.id(conn, create=True)
         space = vectors.ensure_space(conn, "bench", f"random-{time.time_ns()}", dim)
         doc = conn.execute(text("INSERT INTO documents (store_id, source, content_hash, media_type) "
                                 "VALUES (:s, :src, :h, 'text/plain') RETURNING id"),
@@ -109,31 +113,34 @@ def storage_alone(db, n: int = 20_000, dim: int = 384) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the PDF manual")
+    parser.add_argument("--storage-rows", type=int, default=20_000, help="chunks the storage-alone figure writes")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ingest.json"))
     args = parser.parse_args()
 
-    from ltm_cli.config import load_config
+    from ltm_cli import Memory
     from ltm_cli.embedders.hashing import HashEmbedder
     from ltm_cli.embedders.local import LocalEmbedder
-    from ltm_cli.storage.engine import Database
     from ltm_cli.storage.server import EmbeddedServer
 
     home = Path(tempfile.mkdtemp(prefix="ltm-bench-"))
-    os.environ["LTM_HOME"] = str(home)
-    os.environ.pop("LTM_DATABASE_URL", None)
-    config = load_config()
-    db = Database(config)
+    os.environ.pop("LTM_DATABASE_URL", None)  # the throwaway server in `home`, whatever the shell points at
+    memory = Memory.open("bench-storage", home=str(home))
+    config = memory.config
+
+    def store(name: str, embedder) -> Memory:  # the same database, another store and embedder
+        return Memory(config.replace(store=name), embedder=embedder, db=memory.db)
+
     results: dict = {"machine": {"cpus": os.cpu_count()}, "corpora": {}}
     corpora = {"pdf-bashref": CORPORA["pdf-bashref"]} if args.quick else CORPORA
     try:
-        results["storage_alone"] = storage_alone(db)
+        results["storage_alone"] = storage_alone(memory, args.storage_rows)
         print(f"storage alone: {results['storage_alone']}")
         local = LocalEmbedder()
         local.embed(["warm up"])
         for name, paths in corpora.items():
             row: dict = {}
-            row["pipeline_hash"] = run_ingest(db, config, HashEmbedder(384), f"bench-hash-{name}", paths)
-            row["end_to_end_local"] = run_ingest(db, config, local, f"bench-local-{name}", paths)
+            row["pipeline_hash"] = run_ingest(store(f"bench-hash-{name}", HashEmbedder(384)), paths)
+            row["end_to_end_local"] = run_ingest(store(f"bench-local-{name}", local), paths)
             texts = corpus_texts(paths, config)
             start = time.perf_counter()
             for i in range(0, len(texts), 256):
@@ -151,11 +158,9 @@ def main() -> None:
         results["peak_rss_mb"] = round(peak_rss_mb(), 1)
         print(f"peak RSS: {results['peak_rss_mb']} MB")
     finally:
-        db.dispose()
+        memory.close()
         EmbeddedServer(home).stop()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out}")
+    save(args.out, results)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What the fusion benchmarks read beside search: each retriever's own ranking, and what rows score as."""
+"""What the fusion benchmarks read beside `Memory.search`: each retriever's own ranking, and what rows score as."""
 
 from __future__ import annotations
 
@@ -6,29 +6,28 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ltm_cli.embedders.base import Embedder
+    from ltm_cli import Memory
     from ltm_cli.services.filters import Filters
     from ltm_cli.services.fusion import Legs
     from ltm_cli.storage.engine import Database
-    from ltm_cli.storage.stores import StoreRef
 
 
-def leg_results(db: Database, embedder: Embedder | None, store: StoreRef, query: str, *,
-                filters: Filters | None = None, k: int = 100) -> Legs:
-    """Each retriever's own ranking, before fusion and feedback."""
+def leg_results(memory: Memory, query: str, *, filters: Filters | None = None, k: int = 100) -> Legs:
+    """Each retriever's own ranking, before fusion and feedback, over the memory's store."""
     from ltm_cli.services.filters import Filters
     from ltm_cli.services.search import filter_scopes, leg_rankings
     from ltm_cli.storage import vectors
 
     filters = filters or Filters()
-    with db.connect() as conn:
-        sid = store.id(conn, create=False)
+    embedder = memory.embedder
+    with memory.db.connect() as conn:
+        sid = memory.store.id(conn, create=False)
         if sid is None:
             return {"vector": [], "keyword": []}
-        space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim) if embedder else None
-        literal = vectors.vector_literal(embedder.embed([query])[0]) if embedder else None
-        legs = leg_rankings(conn, filter_scopes(conn, filters.kinds(), filters, sid), sid, space,
-                            embedder.dim if embedder else 0, literal, query, k)
+        space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim)
+        literal = vectors.vector_literal(embedder.embed([query])[0])
+        legs = leg_rankings(conn, filter_scopes(conn, filters.kinds(), filters, sid), sid, space, embedder.dim,
+                            literal, query, k)
     return {"vector": legs.get("vector", []), "keyword": legs.get("keyword", [])}
 
 

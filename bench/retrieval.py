@@ -1,6 +1,7 @@
 """Retrieval quality on real benchmarks: nDCG@10 and Recall@100 per mode and embedder.
 
     python bench/retrieval.py [--dataset cranfield scifact] [--embedder local hash] [--chunk-tokens N]
+                              [--queries N]
 
 Each BEIR corpus line becomes one Markdown file (`# title` + text) ingested through the normal service layer into
 its own store; each query runs through the same retrievers `ltm search` uses. Chunk hits are collapsed to their
@@ -19,10 +20,14 @@ import pickle
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.results_file import save  # noqa: E402 (needs the path above)
+
+if TYPE_CHECKING:
+    from ltm_cli import Memory
 
 DATA = ROOT.parent / "shared" / "data"
 REFERENCE = {  # shared/data/README.md: standard libraries on these query sets
@@ -90,33 +95,35 @@ def stock_rank(db, store: str, query: str, k: int, function: str, websearch: boo
     return [(("docs", r.id), float(r.score)) for r in rows]
 
 
-def evaluate(db, embedder, store: str, queries: dict[str, str], qrels, k: int) -> dict:
+def evaluate(memory: Memory, queries: dict[str, str], qrels, k: int) -> dict:
     from bench.legs import leg_results, row_keys
-    from ltm_cli.services.filters import Filters
     from ltm_cli.services.fusion import convex, rrf
     from ltm_cli.services.search import search
 
+    store, db = memory.store.name, memory.db
     per_query, product, no_feedback = {}, {}, {}
     stock = {name: {} for name in ("ts_rank", "ts_rank_cd", "ts_rank_websearch")}
     for qid, text in queries.items():
-        per_query[qid] = leg_results(db, embedder, store, text, filters=Filters(), k=k)
+        per_query[qid] = leg_results(memory, text, k=k)
         stock["ts_rank"][qid] = stock_rank(db, store, text, k, "ts_rank", False)
         stock["ts_rank_cd"][qid] = stock_rank(db, store, text, k, "ts_rank_cd", False)
         stock["ts_rank_websearch"][qid] = stock_rank(db, store, text, k, "ts_rank", True)
     start = time.perf_counter()
     for qid, text in queries.items():  # what `ltm search -n 100` returns, defaults and all
-        product[qid] = [("docs", h.id) for h in search(db, embedder, store, text, limit=100)]
+        product[qid] = [("docs", h.id) for h in memory.search(text, limit=100)]
     seconds = time.perf_counter() - start
     top10, diverse10 = {}, {}
     for qid, text in queries.items():
-        no_feedback[qid] = [("docs", h.id) for h in search(db, embedder, store, text, limit=100, feedback=False)]
-        top10[qid] = [("docs", h.id) for h in search(db, embedder, store, text, limit=10)]
-        diverse10[qid] = [("docs", h.id) for h in search(db, embedder, store, text, limit=10, diverse=True)]
+        # feedback is a service option only (not on Memory.search): the ablation calls the service directly
+        no_feedback[qid] = [("docs", h.id) for h in search(db, memory.embedder, memory.store, text, limit=100,
+                                                          feedback=False)]
+        top10[qid] = [("docs", h.id) for h in memory.search(text, limit=10)]
+        diverse10[qid] = [("docs", h.id) for h in memory.search(text, limit=10, diverse=True)]
     ids = {key[1] for legs in per_query.values() for leg in legs.values() for key, _ in leg}
     ids |= {key[1] for run in (product, no_feedback, top10, diverse10) for keys in run.values() for key in keys}
     ids |= {key[1] for run in stock.values() for hits in run.values() for key, _ in hits}
     source_of = row_keys(db, "docs", sorted(ids))
-    dump = Path(os.environ["LTM_HOME"]) / f"legs-{store}.pkl"
+    dump = memory.config.home_path / f"legs-{store}.pkl"
     dump.write_bytes(pickle.dumps({"legs": per_query, "source_of": source_of, "qrels": qrels}))
 
     def score(rank_fn) -> dict:
@@ -133,23 +140,22 @@ def evaluate(db, embedder, store: str, queries: dict[str, str], qrels, k: int) -
                key for key, _ in run[next(q for q, v in per_query.items() if v is legs)]])
               for name, run in stock.items()},
            "vector": score(lambda legs: [key for key, _ in legs["vector"]])}
-    if embedder is not None:
-        out["hybrid"] = score(lambda legs: product[next(q for q, v in per_query.items() if v is legs)])
-        out["hybrid_without_feedback"] = score(
-            lambda legs: no_feedback[next(q for q, v in per_query.items() if v is legs)])
-        out["plain_rrf"] = score(lambda legs: [key for key, _, _ in rrf(legs)])
-        # `-n 10` with and without --diverse (MMR): nDCG@10 over the ten chunks returned
-        out["hybrid_n10"] = score(lambda legs: top10[next(q for q, v in per_query.items() if v is legs)])
-        out["hybrid_n10_diverse"] = score(lambda legs: diverse10[next(q for q, v in per_query.items() if v is legs)])
-        variants = {}
-        for rrf_k in (10, 30, 60, 100):
-            for wv in (0.5, 0.75, 1.0, 1.5, 2.0):
-                variants[f"rrf k={rrf_k} w_vector={wv}"] = score(
-                    lambda legs, rk=rrf_k, w=wv: [key for key, _, _ in rrf(legs, rk, {"vector": w})])["ndcg@10"]
-        for alpha in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-            variants[f"convex alpha={alpha}"] = score(
-                lambda legs, a=alpha: [key for key, _, _ in convex(legs, a)])["ndcg@10"]
-        out["fusion_variants_ndcg@10"] = variants
+    out["hybrid"] = score(lambda legs: product[next(q for q, v in per_query.items() if v is legs)])
+    out["hybrid_without_feedback"] = score(
+        lambda legs: no_feedback[next(q for q, v in per_query.items() if v is legs)])
+    out["plain_rrf"] = score(lambda legs: [key for key, _, _ in rrf(legs)])
+    # `-n 10` with and without --diverse (MMR): nDCG@10 over the ten chunks returned
+    out["hybrid_n10"] = score(lambda legs: top10[next(q for q, v in per_query.items() if v is legs)])
+    out["hybrid_n10_diverse"] = score(lambda legs: diverse10[next(q for q, v in per_query.items() if v is legs)])
+    variants = {}
+    for rrf_k in (10, 30, 60, 100):
+        for wv in (0.5, 0.75, 1.0, 1.5, 2.0):
+            variants[f"rrf k={rrf_k} w_vector={wv}"] = score(
+                lambda legs, rk=rrf_k, w=wv: [key for key, _, _ in rrf(legs, rk, {"vector": w})])["ndcg@10"]
+    for alpha in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        variants[f"convex alpha={alpha}"] = score(
+            lambda legs, a=alpha: [key for key, _, _ in convex(legs, a)])["ndcg@10"]
+    out["fusion_variants_ndcg@10"] = variants
     return out
 
 
@@ -160,42 +166,40 @@ def main() -> None:
     parser.add_argument("--chunk-tokens", type=int, default=None)
     parser.add_argument("--chunk-overlap", type=int, default=None)
     parser.add_argument("--k", type=int, default=100, help="candidates per retriever (chunks)")
+    parser.add_argument("--queries", type=int, default=None,
+                        help="only the first N queries of each dataset: a quick check (with --out: its figures "
+                             "are not comparable)")
     parser.add_argument("--home", default=str(ROOT / "bench" / ".home"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "retrieval.json"))
     args = parser.parse_args()
 
     home = Path(args.home)
     home.mkdir(parents=True, exist_ok=True)
-    os.environ["LTM_HOME"] = str(home)
-    os.environ.pop("LTM_DATABASE_URL", None)
-    from ltm_cli.config import load_config
-    from ltm_cli.services.ingest import Ingestor
-    from ltm_cli.storage.engine import Database
+    os.environ.pop("LTM_DATABASE_URL", None)  # the embedded server in --home, whatever the shell points at
+    from ltm_cli import Memory
 
-    flags = {}
+    options = {}
     if args.chunk_tokens:
-        flags["chunk_tokens"] = args.chunk_tokens
+        options["chunk_tokens"] = args.chunk_tokens
     if args.chunk_overlap is not None:
-        flags["chunk_overlap"] = args.chunk_overlap
+        options["chunk_overlap"] = args.chunk_overlap
     results: dict = {}
     for embedder_name in args.embedder:
-        os.environ["LTM_EMBEDDER"] = embedder_name
-        config = load_config(flags)
-        from ltm_cli.embedders import get_embedder
-
-        embedder = get_embedder(config)
-        db = Database(config)
+        base = Memory.open(home=str(home), embedder=embedder_name, **options)
+        config = base.config
         for dataset in args.dataset:
             corpus, queries, qrels = load_beir(dataset)
+            if args.queries:
+                queries = dict(list(queries.items())[:args.queries])
             folder = write_corpus(dataset, corpus, home)
-            store = f"{dataset}-{embedder_name}-{config.chunk_tokens}-{config.chunk_overlap}"
+            memory = base.with_store(f"{dataset}-{embedder_name}-{config.chunk_tokens}-{config.chunk_overlap}")
             start = time.perf_counter()
-            summary = Ingestor(db, config, embedder, store).run([str(folder)])
+            summary = memory.docs.ingest([str(folder)])
             ingest_s = time.perf_counter() - start
             row = {"documents": len(corpus), "chunks": summary.chunks, "ingest_seconds": round(ingest_s, 1),
                    "embedded_now": summary.embedded, "chunk_tokens": config.chunk_tokens,
                    "chunk_overlap": config.chunk_overlap}
-            row.update(evaluate(db, embedder, store, queries, qrels, args.k))
+            row.update(evaluate(memory, queries, qrels, args.k))
             row["reference"] = REFERENCE.get(dataset)
             key = f"{dataset}/{embedder_name}/{config.chunk_tokens}-{config.chunk_overlap}"
             results[key] = row
@@ -207,7 +211,7 @@ def main() -> None:
                   f"-n 10 {row.get('hybrid_n10')}  -n 10 --diverse {row.get('hybrid_n10_diverse')}  "
                   f"best fusion {best}  ({row['chunks']} chunks, ingest {row['ingest_seconds']}s, "
                   f"queries {row['query_seconds']}s)", flush=True)
-        db.dispose()
+        base.close()
     save(args.out, results, merge=True)
 
 
