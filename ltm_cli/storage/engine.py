@@ -185,7 +185,40 @@ class Database:
         self._schema_checked = True
 
     def upgrade(self, revision: str = "head") -> None:
+        self._require_vector_extension()
         self._alembic("upgrade", revision)
+
+    def _require_vector_extension(self) -> None:
+        """pgvector must be in the database. ltm creates it where it may (the embedded server, a superuser,
+        a role allowed to); on managed services an administrator creates it once, and this says exactly how."""
+        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        try:
+            with self.engine.connect() as conn:
+                if conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'vector'")).scalar():
+                    return
+                where = conn.execute(text("SELECT current_database(), current_user")).one()
+                available = conn.execute(text(
+                    "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")).scalar()
+                if not available:
+                    raise SchemaError(f"the pgvector extension is not installed on this server (database "
+                                      f"{where[0]!r})", hint="install pgvector 0.8 on the server, or use a managed "
+                                                            "PostgreSQL that offers the `vector` extension")
+                conn.rollback()
+                try:
+                    with conn.begin():
+                        conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+                except DBAPIError as exc:
+                    if "permission denied" not in str(exc.orig):
+                        raise
+                    raise SchemaError(
+                        f"the vector extension is not enabled in database {where[0]!r}, and role {where[1]!r} may "
+                        f"not create it",
+                        hint=f"an administrator must run, once: CREATE EXTENSION vector;  (connected to database "
+                             f"{where[0]!r}, as a superuser or the service's admin role)") from None
+        except OperationalError as exc:
+            raise self._unavailable(exc) from exc
 
     def downgrade(self, revision: str) -> None:
         self._alembic("downgrade", revision)
