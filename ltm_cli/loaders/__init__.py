@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ltm_cli.errors import InvalidInputError
-from ltm_cli.loaders.base import LoadedDocument, LoadError, LoadOptions, Section
+from ltm_cli.loaders.base import LoadedDocument, LoadError, LoadOptions, Section, utf16_bom
 
 __all__ = ["LOADERS", "LoadedDocument", "LoadError", "LoadOptions", "Section", "detect", "load", "loader_for"]
 
@@ -36,6 +36,9 @@ def detect(path: Path, head: bytes) -> str | None:
     suffix = path.suffix.lower()
     if suffix == ".pdf" or head.startswith(b"%PDF-"):
         return "pdf"
+    if utf16_bom(head):
+        # Every other byte of ASCII in UTF-16 is NUL: judge (and look for keys in) the text, not its bytes.
+        head = head.decode("utf-16", errors="replace").encode("utf-8")
     if b"\x00" in head[:8192]:
         return None
     if suffix in MARKDOWN_SUFFIXES:

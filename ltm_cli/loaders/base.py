@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,3 +50,8 @@ def paragraphs(text: str) -> list[str]:
         if block.strip():
             blocks.append(block.rstrip())
     return blocks
+
+
+def utf16_bom(data: bytes) -> bool:
+    """Whether `data` opens with a UTF-16 byte order mark (FF FE 00 00 is UTF-32 LE's, so not that)."""
+    return data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) and not data.startswith(codecs.BOM_UTF32_LE)

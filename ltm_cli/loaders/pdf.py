@@ -16,6 +16,7 @@ from ltm_cli.loaders.base import LoadedDocument, LoadError, LoadOptions, Section
 
 MIN_PAGE_CHARS = 16  # fewer non-space characters than this: the page has no usable text layer
 _HYPHEN_BREAK = re.compile(r"(\w)-\n(\w)")
+_WORD = re.compile(r"[^\W\d_]{3,}")  # three letters in a row, any script: a short page that has a word is text
 
 
 class _Timeout(Exception):
@@ -70,33 +71,107 @@ def _quiet_pypdf() -> Iterator[list[str]]:
         logger.setLevel(old_level)
 
 
-def _open(data: bytes, options: LoadOptions):  # noqa: ANN202 - pypdf types are imported lazily
+def _open(data: bytes, options: LoadOptions, log: list[str]):  # noqa: ANN202 - pypdf types are lazy
+    """A reader ready for its pages, and notices about what was skipped; LoadError saying what is wrong.
+
+    `log` is the live list of pypdf's warnings: anything in it once the file is parsed means pypdf had to
+    rebuild a damaged structure (usually the cross-reference table)."""
     from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
+    from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
+    except NotImplementedError as exc:  # a security handler other than /Standard, a public-key /SubFilter…
+        raise LoadError(f"encrypted with an unsupported method ({_reason(exc)})") from exc
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
-        raise LoadError(f"not a readable PDF ({_reason(exc)})") from exc
-    if reader.is_encrypted:
-        opened = False
-        for password in ("", *options.passwords):
-            try:
-                if reader.decrypt(password):
-                    opened = True
-                    break
-            except (DependencyError, FileNotDecryptedError, PdfReadError, ValueError, KeyError) as exc:
-                if isinstance(exc, DependencyError):
-                    raise LoadError(f"cannot decrypt: {exc}") from exc
-        if not opened:
-            hint = "wrong password" if options.passwords else "give --password (or a --password-file map)"
-            raise LoadError(f"encrypted PDF: {hint}")
-    return reader
+        raise _unreadable(data, exc) from exc
+    if not reader.is_encrypted:
+        return reader, []
+    repairs = list(log)  # before decrypting, whose own warnings (a /Perms mismatch) are not about structure
+    if _unlock(reader, options):
+        return reader, []
+    if _open_plain_pages(reader):
+        return reader, ["its attached files are encrypted and were not read (the pages are not)"]
+    damage = f", and damaged (pypdf: {repairs[0][:120]})" if repairs else ""
+    if len(options.passwords) == 1:
+        raise LoadError(f"wrong password for this encrypted PDF{damage}")
+    if options.passwords:
+        raise LoadError(f"wrong password: none of the {len(options.passwords)} given opens this encrypted PDF"
+                        f"{damage}")
+    raise LoadError(f"encrypted PDF{damage}: give --password (or a --password-file map)")
+
+
+def _unlock(reader, options: LoadOptions) -> bool:  # noqa: ANN001
+    """Try the empty user password (owner-password-only files) and then each given one.
+
+    Once one is accepted pypdf decrypts every object as it is read, AES-256 (R5/R6, SASLprep-normalised
+    password) included: pages need nothing more before extract_text."""
+    from pypdf.errors import DependencyError, PdfReadError
+
+    broken: Exception | None = None
+    for password in ("", *options.passwords):
+        try:
+            if reader.decrypt(password):
+                return True
+        except DependencyError as exc:
+            raise LoadError(f"cannot decrypt: {_reason(exc)}") from exc
+        except (PdfReadError, ValueError, KeyError, TypeError) as exc:
+            broken = broken or exc
+    if broken is not None:  # no password could even be checked: the /Encrypt entry itself is bad
+        raise LoadError(f"damaged PDF: its encryption dictionary cannot be read ({_reason(broken)})") from broken
+    return False
+
+
+def _open_plain_pages(reader) -> bool:  # noqa: ANN001
+    """Whether the file encrypts only attached files (/StmF and /StrF /Identity, /EFF set), now made readable.
+
+    Its pages and strings are stored in the clear, so any viewer shows them without a password; pypdf still
+    refuses every object until one is given, so stand its encryption down (a private attribute, checked:
+    should pypdf rename it, the file is reported as needing a password, as before)."""
+    try:
+        encrypt = reader.trailer["/Encrypt"].get_object()
+        plain = encrypt.get("/V", 0) >= 4 and all(
+            encrypt.get(key, "/Identity") == "/Identity" for key in ("/StmF", "/StrF"))
+    except Exception:  # noqa: BLE001 - a damaged /Encrypt is simply not this case
+        return False
+    if not plain or not hasattr(reader, "_encryption"):
+        return False
+    reader._encryption = None
+    del reader.trailer["/Encrypt"]
+    return True
+
+
+def _unreadable(data: bytes, exc: BaseException) -> LoadError:
+    """What is wrong with a file pypdf cannot parse at all."""
+    if _over_limit(exc):
+        return LoadError(_limit_message(exc))
+    if b"%PDF-" not in data[:1024]:
+        return LoadError("not a PDF: the file has no %PDF- header")
+    if b"%%EOF" not in data[-2048:]:
+        return LoadError(f"truncated PDF: the file stops before its end (%%EOF) marker ({_reason(exc)}); "
+                         "copy or download it again")
+    return LoadError(f"damaged PDF ({_reason(exc)})")
+
+
+def _over_limit(exc: BaseException) -> bool:
+    """pypdf's safety limits also trip on sound files (gropdf writes 257 /Widths where pypdf allows 256)."""
+    return type(exc).__name__ == "LimitReachedError"
+
+
+def _limit_message(exc: BaseException, where: str = "") -> str:
+    return f"pypdf refuses it{where}: one of its safety limits was hit ({_reason(exc)}), which need not mean damage"
 
 
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:160] if text else type(exc).__name__
+
+
+def _has_images(page) -> bool:  # noqa: ANN001
+    try:
+        return len(page.images) > 0  # names only: nothing is decoded
+    except Exception:  # noqa: BLE001 - a broken resource dictionary: no image we could find
+        return False
 
 
 def _title(reader, first_page_text: str) -> str | None:  # noqa: ANN001
@@ -115,52 +190,91 @@ def _title(reader, first_page_text: str) -> str | None:  # noqa: ANN001
 
 def load_pdf(path: Path, data: bytes, options: LoadOptions) -> LoadedDocument:
     sections: list[Section] = []
-    no_text: list[int] = []
+    scanned: list[int] = []  # images but (almost) no text: OCR would help
+    blank: list[int] = []  # neither text nor images: blank, or vector drawing only
+    garbled: list[int] = []  # a few characters but no word: glyphs from fonts without a Unicode map
     failed_pages: list[int] = []
+    failure: tuple[int, BaseException] | None = None  # the first page that could not be read, and why
     with _quiet_pypdf() as pypdf_warnings:
         try:
             with _deadline(options.page_timeout):
-                reader = _open(data, options)
+                reader, notices = _open(data, options, pypdf_warnings)
                 pages = list(reader.pages)
         except _Timeout as exc:
-            raise LoadError(f"gave up opening after {options.page_timeout:.0f}s (damaged PDF?)") from exc
+            raise LoadError(f"damaged PDF? gave up opening it after {options.page_timeout:.0f}s") from exc
         except LoadError:
             raise
         except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds on fuzzed input
-            raise LoadError(f"not a readable PDF ({_reason(exc)})") from exc
+            raise _unreadable(data, exc) from exc
+        repairs = list(pypdf_warnings)
         first_text = ""
         for number, page in enumerate(pages, start=1):
             try:
                 with _deadline(options.page_timeout):
                     text = page.extract_text() or ""
-            except _Timeout:
+                    text = _HYPHEN_BREAK.sub(r"\1\2", text.replace("\x00", ""))
+                    chars = len("".join(text.split()))
+                    # A few characters over a picture are a scan's stray text layer (a page number, an OCR
+                    # crumb); the same few alone on a page are its text ("Issue 6010", a title page) if they
+                    # make a word, and glyph codes from a font without a Unicode map ("’>in") if not.
+                    short = chars < MIN_PAGE_CHARS
+                    pictured = short and _has_images(page)
+                    wordless = short and not _WORD.search(text)
+            except _Timeout as exc:
                 failed_pages.append(number)
+                failure = failure or (number, exc)
                 continue
-            except Exception:  # noqa: BLE001 - one bad page does not sink the document
+            except Exception as exc:  # noqa: BLE001 - one bad page does not sink the document
                 failed_pages.append(number)
+                failure = failure or (number, exc)
                 continue
-            text = _HYPHEN_BREAK.sub(r"\1\2", text.replace("\x00", ""))
-            if len("".join(text.split())) < MIN_PAGE_CHARS:
-                no_text.append(number)
+            if pictured or wordless:
+                (scanned if pictured else garbled if chars else blank).append(number)
                 continue
             if not first_text:
                 first_text = text
             sections.append(Section(paragraphs(text), location={"page": number}))
         title = _title(reader, first_text)
-    notices = []
-    if no_text:
-        notices.append(f"{len(no_text)} of {len(pages)} page(s) have no text layer (scanned?): "
-                       f"{_ranges(no_text)}; OCR the file to make them searchable")
+    if scanned:
+        notices.append(f"{len(scanned)} of {len(pages)} page(s) have no text layer (scanned?): "
+                       f"{_ranges(scanned)}; OCR the file to make them searchable")
     if failed_pages:
         notices.append(f"{len(failed_pages)} page(s) could not be read: {_ranges(failed_pages)}")
+    # In a document with text these are mostly divider pages ("2", "§"): worth --verbose, not a notice.
+    if garbled:
+        pypdf_warnings.append(f"{len(garbled)} page(s) gave a few characters but no word: {_ranges(garbled)}")
+    if blank:
+        pypdf_warnings.append(f"{len(blank)} page(s) have neither text nor images: {_ranges(blank)}")
     if not sections:
-        if failed_pages and not no_text:
-            raise LoadError("no page could be read (damaged PDF)")
-        raise LoadError("no text layer (scanned or image-only PDF); OCR it first, e.g. with ocrmypdf")
+        raise LoadError(_why_no_text(len(pages), scanned, garbled, failed_pages, failure, repairs, options))
     heading = title
     sections = [Section(s.blocks, heading=heading, location=s.location) for s in sections]
     return LoadedDocument("application/pdf", title, sections, metadata={"pages": len(pages)},
                           warnings=pypdf_warnings, notices=notices)
+
+
+def _why_no_text(total: int, scanned: list[int], garbled: list[int], failed: list[int],
+                 failure: tuple[int, BaseException] | None, repairs: list[str], options: LoadOptions) -> str:
+    """One line for a PDF that opened but gave no text: scanned, damaged, unmapped fonts, or no text at all."""
+    if scanned:
+        return (f"no text layer (scanned or image-only PDF: {len(scanned)} of {total} page(s) are images); "
+                "OCR it first, e.g. with ocrmypdf")
+    if failure:
+        number, exc = failure
+        unread = f"{len(failed)} of {total} page(s)"
+        if _over_limit(exc):
+            return _limit_message(exc, f" on {unread}")
+        if isinstance(exc, _Timeout):
+            return f"damaged PDF? {unread} took over {options.page_timeout:.0f}s each to read"
+        return f"damaged PDF: {unread} could not be read (page {number}: {_reason(exc)})"
+    if not total:
+        return "damaged PDF: " + (f"no pages found (pypdf: {repairs[0][:120]})" if repairs else "it has no pages")
+    if garbled:
+        return ("no usable text: only a few characters and no word come out (fonts without a Unicode map?); "
+                "OCR it, e.g. with ocrmypdf --force-ocr")
+    if repairs:
+        return f"damaged PDF: no page has text or images after repair (pypdf: {repairs[0][:120]})"
+    return "no extractable text: no page draws text or images (blank, or vector drawing only)"
 
 
 def _ranges(numbers: list[int]) -> str:

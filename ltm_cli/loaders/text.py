@@ -5,19 +5,22 @@ from __future__ import annotations
 from html.parser import HTMLParser
 from pathlib import Path
 
-from ltm_cli.loaders.base import LoadedDocument, LoadError, LoadOptions, Section, paragraphs
+from ltm_cli.loaders.base import LoadedDocument, LoadError, LoadOptions, Section, paragraphs, utf16_bom
 
 
 def decode(data: bytes, path: Path) -> str:
-    for encoding in ("utf-8-sig", "utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
+    """Text from UTF-16 with a BOM, UTF-8 (with or without one) or Windows-1252; never a leading BOM."""
+    if utf16_bom(data):
+        # The BOM settles the encoding: one damaged code unit becomes U+FFFD, not a cp1252 reading full of NULs.
+        return data.decode("utf-16", errors="replace").lstrip("\ufeff")
+    try:
+        return data.decode("utf-8-sig").lstrip("\ufeff")
+    except UnicodeDecodeError:
+        pass
     try:
         return data.decode("cp1252")
     except UnicodeDecodeError as exc:
-        raise LoadError(f"{path.name} is neither UTF-8 nor Windows-1252 text") from exc
+        raise LoadError(f"{path.name} is neither UTF-8, UTF-16 (with a BOM) nor Windows-1252 text") from exc
 
 
 def load_text(path: Path, data: bytes, options: LoadOptions) -> LoadedDocument:
