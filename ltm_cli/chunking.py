@@ -58,17 +58,26 @@ def _split_block(block: str, tokens: int, limit: int, count: TokenCounter) -> li
 
 
 def _windows(text: str, limit: int) -> list[tuple[str, int]]:
-    """Hard cut by token offsets (a run-on line, a minified blob)."""
-    from ltm_cli.embedders.base import bert_tokenizer
+    """Hard cut by token offsets (a run-on line, a minified blob), a bounded slice of the text at a time."""
+    from ltm_cli.embedders.base import COUNT_BATCH_CHARS, _slices, bert_tokenizer
 
-    encoding = bert_tokenizer().encode(text, add_special_tokens=False)
-    offsets = encoding.offsets
     out = []
-    for start in range(0, len(offsets), limit):
-        window = offsets[start:start + limit]
-        piece = text[window[0][0]:window[-1][1]]
-        if piece.strip():
-            out.append((piece, len(window)))
+    carry = ""  # the end of a slice that did not fill a window: it starts the next slice's first window
+    for part in _slices(text, COUNT_BATCH_CHARS):
+        part = carry + part
+        offsets = bert_tokenizer().encode(part, add_special_tokens=False).offsets
+        carry = ""
+        for start in range(0, len(offsets), limit):
+            window = offsets[start:start + limit]
+            if len(window) < limit and start + limit >= len(offsets):
+                carry = part[window[0][0]:]
+                break
+            piece = part[window[0][0]:window[-1][1]]
+            if piece.strip():
+                out.append((piece, len(window)))
+    if carry.strip():
+        n = len(bert_tokenizer().encode(carry, add_special_tokens=False).ids)
+        out.append((carry.strip(), n))
     return out
 
 

@@ -163,3 +163,16 @@ def test_a_missing_vector_index_shows_in_status_and_the_next_write_rebuilds_it(c
     cli("history", "add", "and again", "-c", "c1")
     status = cli("db", "status", "--json").json()["embedding_spaces"]
     assert next(s for s in status if s["id"] == space["id"])["index"] == "ok"
+
+
+def test_token_counts_of_huge_texts_are_exact_and_bounded():
+    from ltm_cli.chunking import _windows
+    from ltm_cli.embedders.base import bert_tokenizer, count_tokens
+
+    words = [f"word{i % 977} tokenisation{i % 13}" for i in range(40_000)]
+    huge = " ".join(words)  # ~900 KB: counted in whitespace-cut slices
+    exact = len(bert_tokenizer().encode(huge, add_special_tokens=False).ids)
+    assert count_tokens(["short one", huge, "x" * 10]) == [2, exact, len(bert_tokenizer().encode("x" * 10).ids) - 2]
+    windows = _windows(huge, 200)
+    assert all(n <= 200 for _, n in windows) and sum(n for _, n in windows) >= exact - len(windows)
+    assert windows[0][0].startswith("word0") and windows[-1][0].endswith(words[-1])

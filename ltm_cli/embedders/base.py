@@ -40,16 +40,53 @@ def bert_tokenizer() -> Tokenizer:
     return tokenizer
 
 
+COUNT_BATCH_CHARS = 64 * 1024  # characters tokenized at once: an Encoding costs ~100 bytes per token
+
+
 def count_tokens(texts: Sequence[str]) -> list[int]:
     """Token counts (without [CLS]/[SEP]) by the bundled WordPiece tokenizer.
 
     WordPiece splits more finely than OpenAI's BPE, so for OpenAI models this over-counts: a safe
-    approximation for staying under an input limit.
-    """
+    approximation for staying under an input limit. Memory stays bounded whatever the input: texts are
+    tokenized in batches of about COUNT_BATCH_CHARS, and a longer text in whitespace-cut slices (WordPiece
+    splits on whitespace first, so the counts add up exactly)."""
+    counts: list[int] = []
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        if len(text) > COUNT_BATCH_CHARS:
+            counts.extend(_count_batch(batch))
+            batch, size = [], 0
+            counts.append(sum(_count_batch([piece])[0] for piece in _slices(text, COUNT_BATCH_CHARS)))
+            continue
+        if size + len(text) > COUNT_BATCH_CHARS and batch:
+            counts.extend(_count_batch(batch))
+            batch, size = [], 0
+        batch.append(text)
+        size += len(text)
+    counts.extend(_count_batch(batch))
+    return counts
+
+
+def _count_batch(texts: list[str]) -> list[int]:
     if not texts:
         return []
-    encodings = bert_tokenizer().encode_batch(list(texts), add_special_tokens=False)
-    return [len(e.ids) for e in encodings]
+    return [len(e.ids) for e in bert_tokenizer().encode_batch(texts, add_special_tokens=False)]
+
+
+def _slices(text: str, size: int) -> list[str]:
+    """`text` cut at whitespace into pieces of about `size` characters (a piece with no whitespace at all is
+    cut hard: such a run is one over-long word either way)."""
+    pieces = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            space = max(text.rfind(" ", start, end), text.rfind("\n", start, end))
+            end = space + 1 if space > start else end
+        pieces.append(text[start:end])
+        start = end
+    return pieces
 
 
 def normalize_rows(matrix: np.ndarray) -> np.ndarray:
