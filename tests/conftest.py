@@ -76,3 +76,17 @@ def run_ltm(*args: str, env: dict | None = None, input: str | None = None, timeo
     """Run `ltm` as a separate process, as a user would."""
     return subprocess.run([sys.executable, "-m", "ltm_cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, input=input, timeout=timeout)
+
+
+def admin_sql(ltm_home: Path, sql: str, dbname: str = "postgres") -> None:
+    """Run SQL as the embedded server's superuser (databases, roles, extensions the tests set up)."""
+    import psycopg2
+
+    server = EmbeddedServer(ltm_home)
+    conn = psycopg2.connect(host=str(server.socket_dir), port=server.port, user="postgres", dbname=dbname)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()

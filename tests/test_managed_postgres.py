@@ -5,24 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from ltm_cli.storage.server import EmbeddedServer
+from tests.conftest import admin_sql as _admin
 from tests.conftest import run_ltm
 
 ROLE = "ltm_app"
-
-
-def _admin(ltm_home: Path, sql: str, dbname: str = "postgres") -> None:
-    server = EmbeddedServer(ltm_home)
-    conn = psycopg2.connect(host=str(server.socket_dir), port=server.port, user="postgres", dbname=dbname)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 from alembic import command
 from sqlalchemy import text
@@ -18,19 +17,9 @@ from sqlalchemy import text
 from ltm_cli.storage.engine import alembic_config, create_engine_for, migration_lock
 from ltm_cli.storage.server import EmbeddedServer
 from tests.conftest import SHARED_DATA
+from tests.conftest import admin_sql as _admin
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _admin(ltm_home: Path, sql: str) -> None:
-    server = EmbeddedServer(ltm_home)
-    conn = psycopg2.connect(host=str(server.socket_dir), port=server.port, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 @pytest.fixture
