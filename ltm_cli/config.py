@@ -46,6 +46,13 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds an embedding request may take, retries included, before ltm gives up."),
     Option("chunk_tokens", ("LTM_CHUNK_TOKENS",), int, 200, "Target chunk size in tokens."),
     Option("chunk_overlap", ("LTM_CHUNK_OVERLAP",), int, 32, "Tokens shared by neighbouring chunks."),
+    Option("chat_base_url", ("LTM_CHAT_BASE_URL",), str, None,
+           "Base URL of an OpenAI-compatible chat API, for `ltm history distill` (off unless set)."),
+    Option("chat_model", ("LTM_CHAT_MODEL",), str, None, "The chat model `ltm history distill` asks."),
+    Option("chat_api_key", ("LTM_CHAT_API_KEY",), str, None,
+           "API key for the chat model (default: the embedding API key).", secret=True),
+    Option("distill_prompt", ("LTM_DISTILL_PROMPT",), str, None,
+           "A file that replaces the distill prompt shipped in ltm_cli/prompts/distill.md."),
     Option("max_input_size", ("LTM_MAX_INPUT_SIZE",), int, 64 << 20,
            "Largest file ingest reads, and most bytes read from standard input (e.g. 64MB, 1GB)."),
 )
@@ -65,6 +72,10 @@ class Config:
     embedding_timeout: float = 120.0
     chunk_tokens: int = 200
     chunk_overlap: int = 32
+    chat_base_url: str | None = None
+    chat_model: str | None = None
+    chat_api_key: str | None = None
+    distill_prompt: str | None = None
     max_input_size: int = 64 << 20
     config_file: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -25,18 +25,22 @@ if TYPE_CHECKING:
     from ltm_cli.conversations import NewConversation
     from ltm_cli.embedders.base import Embedder
     from ltm_cli.services.admin import Collected, Status
+    from ltm_cli.services.distill import DistillSummary
     from ltm_cli.services.documents import DocumentDetail, DocumentInfo
     from ltm_cli.services.embedding import Progress
+    from ltm_cli.services.filters import Filters
     from ltm_cli.services.history import Added, ConversationInfo, ImportSummary, MessageInfo
     from ltm_cli.services.ingest import IngestSummary
+    from ltm_cli.services.notes import NoteDetail, NoteInfo, Remembered
     from ltm_cli.services.recall import Recall
-    from ltm_cli.services.search import Filters, Hit
+    from ltm_cli.services.search import Hit
     from ltm_cli.services.settings import ImportResult, SetResult, Version
     from ltm_cli.storage.engine import Database
 
 Time = str | dt.datetime | None
 _MISSING: Any = object()
 MAX_LIMIT = 1000  # results one search returns at most
+NOTE_MATCH = 0.5  # cosine at which a note matches a recall query without sharing a word with it
 
 
 class Memory:
@@ -57,6 +61,7 @@ class Memory:
         self.settings = Settings(self)
         self.docs = Docs(self)
         self.history = History(self)
+        self.notes = Notes(self)
 
     @classmethod
     def open(cls, store: str | None = None, *, database_url: str | None = None, home: str | None = None,
@@ -106,8 +111,9 @@ class Memory:
     def search(self, query: str, *, kind: str = "docs", mode: str = "hybrid", limit: int = 10,
                source: str | None = None, tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None,
                since: Time = None, until: Time = None, role: str | None = None, outcome: str | None = None,
-               conversation: str | None = None, context: int = 0, diverse: bool = False) -> list[Hit]:
-        """Hybrid search (BM25 and vector similarity, fused) over documents, history or both.
+               conversation: str | None = None, about: str | None = None, closed: bool = False,
+               context: int = 0, diverse: bool = False) -> list[Hit]:
+        """Hybrid search (BM25 and vector similarity, fused) over documents, history, notes or all of them.
 
         Filters narrow the search itself: `limit` results come back whenever that many match."""
         from ltm_cli.services.search import search
@@ -115,7 +121,7 @@ class Memory:
         check_range("limit", limit, 1, MAX_LIMIT)
         check_range("context", context, 0, 50)
         filters = self.filters(kind, source=source, tags=tags, meta=meta, since=since, until=until, role=role,
-                               outcome=outcome, conversation=conversation)
+                               outcome=outcome, conversation=conversation, about=about, closed=closed)
         embedder = self.embedder if mode != "keyword" else None
         return search(self.db, embedder, self.store, query, mode=mode, limit=limit, filters=filters,
                       context=context, diverse=diverse)
@@ -127,19 +133,30 @@ class Memory:
         """A prompt-ready Markdown block: the best passages and turns within `budget` tokens, each cited."""
         from ltm_cli.services.recall import recall
 
-        hits = self.search(query, kind=kind, mode=mode, limit=40, source=source, tags=tags, meta=meta,
-                           since=since, until=until, role=role, outcome=outcome, context=context, diverse=diverse)
-        return recall(query, hits, budget=budget)
+        notes: list[Hit] = []
+        if kind in ("all", "notes") and not (source or role or outcome):
+            # Live notes that match come first: they are dense, and distilled for exactly this.
+            notes = [h for h in self.search(query, kind="notes", mode=mode, limit=5, tags=tags, meta=meta,
+                                            since=since, until=until)
+                     if h.keyword_rank is not None or (h.vector_score or 0.0) >= NOTE_MATCH]
+        hits = [] if kind == "notes" else [
+            h for h in self.search(query, kind=kind, mode=mode, limit=40, source=source, tags=tags, meta=meta,
+                                   since=since, until=until, role=role, outcome=outcome, context=context,
+                                   diverse=diverse) if h.kind != "notes"]
+        return recall(query, notes + hits, budget=budget)
 
     @staticmethod
     def filters(kind: str = "docs", *, source: str | None = None, tags: Sequence[str] = (),
                 meta: Mapping[str, Any] | Iterable[str] | None = None, since: Time = None, until: Time = None,
-                role: str | None = None, outcome: str | None = None, conversation: str | None = None) -> Filters:
-        from ltm_cli.services.search import Filters
+                role: str | None = None, outcome: str | None = None, conversation: str | None = None,
+                about: str | None = None, closed: bool = False) -> Filters:
+        from ltm_cli.services.filters import Filters
+        from ltm_cli.services.notes import check_about
 
         return Filters(kind=kind, source=source or None, tags=tuple(tags or ()), meta=parse_meta(meta),
                        since=parse_time(since), until=parse_time(until), role=role or None,
-                       outcome=outcome or None, conversation=conversation or None)
+                       outcome=outcome or None, conversation=conversation or None, about=check_about(about),
+                       closed_notes=closed)
 
     # -- administration --------------------------------------------------------------------------------
     def status(self) -> Status:
@@ -324,13 +341,30 @@ class History(_Part):
         return svc.export(self._db, self._store, conversation)
 
     def list(self, *, conversation: str | None = None, since: Time = None, until: Time = None,
-             role: str | None = None, outcome: str | None = None, limit: int | None = 50) -> list[MessageInfo]:
+             role: str | None = None, outcome: str | None = None, limit: int | None = 50,
+             undistilled: bool = False) -> list[MessageInfo]:
         """The most recent `limit` messages matching the filters (None: all), oldest first."""
         from ltm_cli.services import history as svc
 
         check_range("limit", limit, 1)
         return svc.list_messages(self._db, self._store, conversation=conversation, since=parse_time(since),
-                                 until=parse_time(until), role=role, outcome=outcome, limit=limit)
+                                 until=parse_time(until), role=role, outcome=outcome, limit=limit,
+                                 undistilled=undistilled)
+
+    def mark_distilled(self, message_ids: Sequence[int]) -> int:
+        from ltm_cli.services import history as svc
+
+        return svc.mark_distilled(self._db, self._store, message_ids)
+
+    def distill(self, *, conversation: str | None = None, since: Time = None, dry_run: bool = False,
+                limit: int | None = None) -> DistillSummary:
+        """Turn conversation turns into notes with a chat model (LTM_CHAT_BASE_URL, LTM_CHAT_MODEL): each turn
+        once; the model's proposals are validated before anything is written."""
+        from ltm_cli.services.distill import distill
+
+        check_range("limit", limit, 1)
+        return distill(self._memory, conversation=conversation, since=parse_time(since), dry_run=dry_run,
+                       limit=limit)
 
     def conversations(self, *, since: Time = None, limit: int | None = 50) -> list[ConversationInfo]:
         from ltm_cli.services import history as svc
@@ -371,3 +405,45 @@ class History(_Part):
         from ltm_cli.services import history as svc
 
         return svc.embed_missing(self._db, self._memory.embedder, self._store)
+
+
+class Notes(_Part):
+    """Durable facts and lessons, versioned by validity and traceable to the turns and documents behind them."""
+
+    def add(self, text: str, *, about: str | None = None, tags: Sequence[str] = (),
+            meta: Mapping[str, Any] | None = None, sources: Sequence[int] = (), documents: Sequence[int] = (),
+            by: str | None = None, force: bool = False) -> Remembered:
+        """Remember a fact (`sources`: message ids it came from). A near-identical live note about the same
+        subject is returned instead (`created` False) unless `force`; `similar` lists the closest live notes."""
+        from ltm_cli.services import notes as svc
+
+        return svc.add(self._db, self._memory.embedder, self._store, text, about=about, tags=tags,
+                       metadata=dict(meta or {}), messages=sources, documents=documents, author=by, force=force)
+
+    def supersede(self, note_id: int, text: str, *, by: str | None = None, about: str | None = None,
+                  tags: Sequence[str] | None = None, sources: Sequence[int] = (),
+                  documents: Sequence[int] = ()) -> tuple[NoteInfo, NoteInfo]:
+        """Replace a live note: the old one is closed (valid until now) and points at the new one."""
+        from ltm_cli.services import notes as svc
+
+        return svc.supersede(self._db, self._memory.embedder, self._store, note_id, text, author=by, about=about,
+                             tags=tags, messages=sources, documents=documents)
+
+    def forget(self, note_id: int, reason: str, *, purge: bool = False) -> NoteInfo:
+        from ltm_cli.services import notes as svc
+
+        return svc.forget(self._db, self._store, note_id, reason, purge=purge)
+
+    def list(self, *, about: str | None = None, tag: str | None = None, all: bool = False, at: Time = None,
+             limit: int | None = None) -> list[NoteInfo]:
+        """Live notes, newest first; `all` includes closed ones; `at` shows what was believed then."""
+        from ltm_cli.services import notes as svc
+
+        check_range("limit", limit, 1)
+        return svc.list_notes(self._db, self._store, about=about, tag=tag, include_closed=all,
+                              at=parse_time(at), limit=limit)
+
+    def show(self, note_id: int) -> NoteDetail:
+        from ltm_cli.services import notes as svc
+
+        return svc.show(self._db, self._store, note_id)

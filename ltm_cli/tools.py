@@ -87,6 +87,7 @@ FILTERS = {
     "role": _str("Only turns of this role.", enum=list(ROLES)),
     "outcome": _str("Only turns with this outcome (failure: what went wrong before).", enum=list(OUTCOMES)),
     "conversation": _str("Only turns of this conversation id."),
+    "about": _str("Only notes about this subject (and below it), e.g. user or project.billing."),
 }
 MODE = _str("hybrid (keywords and meaning, best in general), keyword (exact terms, names, error codes) or "
             "vector (meaning only).", enum=["hybrid", "keyword", "vector"], default="hybrid")
@@ -108,7 +109,11 @@ def hit_data(hit: Hit) -> dict[str, Any]:
     from ltm_cli.services.search import citation
 
     data: dict[str, Any] = {"rank": hit.rank, "kind": hit.kind, "id": hit.id, "score": round(hit.score, 4)}
-    if hit.kind == "docs":
+    if hit.kind == "notes":
+        data |= {"citation": f"note {hit.id}" + (f" about {hit.about}" if hit.about else ""), "about": hit.about,
+                 "source_messages": hit.source_messages, "source_documents": hit.source_documents,
+                 "at": hit.created_at, "closed": hit.valid_until is not None}
+    elif hit.kind == "docs":
         where = citation(hit.location)
         data |= {"citation": f"{hit.title or Path(hit.source or '').name}{' — ' + where if where else ''}",
                  "source": hit.source, "document_id": hit.document_id, "location": hit.location}
@@ -150,7 +155,8 @@ def _hits_result(query: str, hits: list[Hit]) -> ToolResult:
 
 
 def _search_args(args: dict[str, Any]) -> dict[str, Any]:
-    return {name: args.get(name) for name in ("source", "since", "until", "role", "outcome", "conversation")} | {
+    names = ("source", "since", "until", "role", "outcome", "conversation", "about")
+    return {name: args.get(name) for name in names} | {
         "tags": args.get("tags") or (), "mode": args.get("mode", "hybrid")}
 
 
@@ -225,6 +231,36 @@ def _docs_list(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
                                        for d in docs]})
 
 
+def _note(n: Any) -> dict[str, Any]:
+    return {"id": n.id, "text": n.text, "about": n.about, "tags": n.tags, "source_messages": n.source_messages,
+            "source_documents": n.source_documents, "by": n.author, "since": n.created_at, "until": n.valid_until,
+            "superseded_by": n.superseded_by, "closed_reason": n.closed_reason}
+
+
+def _remember(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    r = m.notes.add(a["text"], about=a.get("about"), tags=a.get("tags") or (), sources=a.get("source_messages") or (),
+                    documents=a.get("source_documents") or (), by=c.name, force=a.get("force", False))
+    data = _json_result({"note": _note(r.note), "created": r.created,
+                         "similar": [{"note": _note(s.note), "similarity": s.similarity} for s in r.similar]}).data
+    lines = [f"remembered as note {r.note.id}" if r.created else
+             f"already remembered as note {r.note.id}: {r.note.text}"]
+    for similar in r.similar:
+        if similar.note.id != r.note.id:
+            lines.append(f"similar live note {similar.note.id} ({similar.similarity:.2f}): {similar.note.text}")
+    if len(lines) > 1:
+        lines.append("If the new fact contradicts one of these, call supersede_note on it instead.")
+    return ToolResult(data, "\n".join(lines))
+
+
+def _supersede_note(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    old, new = m.notes.supersede(a["note_id"], a["text"], by=c.name, sources=a.get("source_messages") or ())
+    return _json_result({"old": _note(old), "new": _note(new)})
+
+
+def _forget_note(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    return _json_result({"note": _note(m.notes.forget(a["note_id"], a["reason"]))})
+
+
 def confine(paths: list[str], roots: tuple[Path, ...]) -> list[str]:
     """Each path resolved (symlinks followed, `..` folded; relative ones against the first root) and required
     to lie inside one of `roots`: an LLM may read only what the person running the server allowed."""
@@ -282,8 +318,8 @@ TOOLS: tuple[Tool, ...] = (
          "past conversations. Returns passages with citations (file, page, heading or METHOD /path). Use it "
          "before answering from documentation or calling an API whose specification was stored.",
          _obj({"query": _str("What to look for, in natural language or keywords.", minLength=1),
-               "kind": _str("docs (reference documents), history (past conversations) or all.",
-                            enum=["docs", "history", "all"], default="docs"),
+               "kind": _str("docs (reference documents), history (past conversations), notes (remembered "
+                            "facts) or all.", enum=["docs", "history", "notes", "all"], default="docs"),
                "mode": MODE, "limit": _int("How many results.", 5, 1, MAX_TOOL_LIMIT), **FILTERS}, ("query",)),
          _memory_search, read_only=True, title="Search memory"),
     Tool("memory_recall", "Get one Markdown block of the memory most relevant to a question, within a token "
@@ -322,6 +358,33 @@ TOOLS: tuple[Tool, ...] = (
                "context": _int("Turns shown before and after each hit.", 1, 0, 10),
                **{k: FILTERS[k] for k in ("outcome", "role", "conversation", "since", "until")}}, ("query",)),
          _history_search, read_only=True, title="Search history"),
+    Tool("remember", "Remember a durable fact or lesson for later conversations: a user preference (\"the user "
+         "prefers metric units\"), how something works here, what went wrong and why. Give it a subject (`about`) "
+         "and the message ids it came from. If the same fact is already remembered, that note comes back instead; "
+         "similar notes about the subject are listed so you can supersede one that is now wrong.",
+         _obj({"text": _str("The fact, in one or two plain sentences.", minLength=1, maxLength=20000),
+               "about": _str("Subject key, e.g. user, user.preferences, project.billing, api.v2."),
+               "tags": {"type": "array", "items": {"type": "string"}, "description": "Tags."},
+               "source_messages": {"type": "array", "items": {"type": "integer"},
+                                   "description": "Ids of the messages (log_turn) this fact was drawn from."},
+               "source_documents": {"type": "array", "items": {"type": "integer"},
+                                    "description": "Ids of documents it was drawn from."},
+               "force": {"type": "boolean", "default": False, "description": "Add even if already remembered."}},
+              ("text",)),
+         _remember, read_only=False, title="Remember a fact"),
+    Tool("supersede_note", "Replace a remembered fact that is no longer true with what is true now. The old note "
+         "is kept as history (valid until now) and points at the new one.",
+         _obj({"note_id": {"type": "integer", "minimum": 1, "description": "The note that is no longer true."},
+               "text": _str("What is true now.", minLength=1, maxLength=20000),
+               "source_messages": {"type": "array", "items": {"type": "integer"},
+                                   "description": "Ids of the messages that showed the change."}},
+              ("note_id", "text")),
+         _supersede_note, read_only=False, title="Supersede a note"),
+    Tool("forget_note", "Stop believing a remembered fact (wrong, or the user asked you to forget it). It is closed "
+         "with your reason, not deleted.",
+         _obj({"note_id": {"type": "integer", "minimum": 1}, "reason": _str("Why.", minLength=1)},
+              ("note_id", "reason")),
+         _forget_note, read_only=False, destructive=True, title="Forget a note"),
     Tool("docs_list", "List the reference documents stored in memory (id, title, source, type, chunks, tags).",
          _obj({"tag": _str("Only documents with this tag."), "source": _str("Only sources matching this glob."),
                "limit": _int("At most this many.", 50, 1, 1000)}),

@@ -47,7 +47,7 @@ def test_an_mcp_client_drives_all_three_kinds_of_memory_over_stdio(store, cli, t
             names = {t.name for t in (await client.list_tools()).tools}
             assert names == {"settings_get", "settings_set", "settings_list", "settings_history", "settings_revert",
                              "memory_search", "memory_recall", "log_turn", "record_outcome", "history_search",
-                             "docs_list", "docs_ingest"}
+                             "remember", "supersede_note", "forget_note", "docs_list", "docs_ingest"}
             # settings: set with a note, read, history records the client's name, revert
             r = await client.call_tool("settings_set", {"key": "voice.speed", "value": 1.2, "note": "user asked"})
             assert not r.is_error and r.structured_content["version"] == 1

@@ -87,7 +87,7 @@ def root(
 
 
 def _register() -> None:
-    from ltm_cli.cli import config_cmd, db, docs, history, ingest, mcp, search, settings
+    from ltm_cli.cli import config_cmd, db, docs, history, ingest, mcp, notes, search, settings
 
     app.add_typer(db.app, name="db")
     app.add_typer(db.migrate_app, name="migrate")
@@ -96,6 +96,7 @@ def _register() -> None:
     app.command("recall")(search.recall)
     app.add_typer(history.app, name="history")
     app.add_typer(docs.app, name="docs")
+    app.add_typer(notes.app, name="note")
     app.add_typer(settings.app, name="settings")
     app.add_typer(config_cmd.app, name="config")
     app.command("mcp")(mcp.mcp)

@@ -22,7 +22,7 @@ def _render_status(out, st: admin.Status) -> None:
         *([("data dir", st.data_dir)] if st.data_dir else []),
     ])
     out.table([s.__dict__ for s in st.stores],
-              ["name", "settings", "conversations", "messages", "documents", "chunks"],
+              ["name", "settings", "conversations", "messages", "documents", "chunks", "notes"],
               title="stores", empty="no stores yet")
     if st.embedding_spaces:
         out.table([s.__dict__ for s in st.embedding_spaces], ["id", "provider", "model", "dim", "vectors", "index"],

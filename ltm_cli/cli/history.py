@@ -340,3 +340,32 @@ def embed(
     out = renderer(s)
     count = s.memory().history.embed()
     out.data({"embedded": count}, lambda v: out.success(f"embedded {v['embedded']} message(s)"))
+
+
+@app.command("distill")
+def distill(
+    ctx: typer.Context,
+    conversation: str = typer.Option(None, "--conversation", "-c", help="Only this conversation."),
+    since: str = typer.Option(None, "--since", help="Only turns said at or after this time (ISO 8601)."),
+    limit: int = typer.Option(None, "--limit", "-n", help="At most this many turns."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the proposals; write nothing."),
+    store: str = STORE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Distil turns (above all those with an outcome) into notes with a chat model.
+
+    Needs LTM_CHAT_BASE_URL and LTM_CHAT_MODEL (any OpenAI-compatible endpoint; key LTM_CHAT_API_KEY or the
+    embedding key). Each turn is read once; the model must answer in ltm's JSON schema, else exit 6 with
+    nothing written. The prompt is ltm_cli/prompts/distill.md (LTM_DISTILL_PROMPT replaces it)."""
+    s = state(ctx, json=json_out, store=store)
+    out = renderer(s)
+    summary = s.memory().history.distill(conversation=conversation, since=since, dry_run=dry_run, limit=limit)
+
+    def human(v: Any) -> None:
+        for p in v.proposals:
+            what = f"supersede note {p.note_id}: " if p.action == "supersede" else f"add ({p.about or '-'}): "
+            out.raw(f"{what}{p.text}" + (f"  → {p.applied}" if p.applied else ""))
+        verb = "would apply" if v.dry_run else "applied"
+        out.success(f"{v.turns} turn(s) read in {v.requests} request(s); {verb} {len(v.proposals)} proposal(s)")
+
+    out.data(summary, human)

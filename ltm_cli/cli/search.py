@@ -39,6 +39,11 @@ def render_hits(out: Any, hits: list) -> None:
             where = citation(hit.location)
             head = f"[cyan]{escape(hit.title or hit.source)}[/cyan]{' — ' + escape(where) if where else ''}"
             foot = hit.source
+        elif hit.kind == "notes":
+            closed = f"  [red]closed {local_time(hit.valid_until)}[/]" if hit.valid_until else ""
+            head = f"[green]note {hit.id}[/green]{' about ' + escape(hit.about) if hit.about else ''}{closed}"
+            sources = [f"message {i}" for i in hit.source_messages] + [f"document {i}" for i in hit.source_documents]
+            foot = local_time(hit.created_at) + (f" · from {', '.join(sources)}" if sources else "")
         else:
             who = hit.name or hit.role
             outcome = f"  [{'green' if hit.outcome == 'success' else 'red'}]{hit.outcome}[/]" if hit.outcome else ""
@@ -63,7 +68,7 @@ def render_hits(out: Any, hits: list) -> None:
 def search(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="What to look for, in natural language or keywords."),
-    kind: str = typer.Option("docs", "--kind", "-k", help="docs (default), history or all."),
+    kind: str = typer.Option("docs", "--kind", "-k", help="docs (default), history, notes or all."),
     limit: int = LIMIT_OPTION,
     mode: str = MODE_OPTION,
     source: str = SOURCE_OPTION,
@@ -74,6 +79,8 @@ def search(
     role: str = ROLE_OPTION,
     outcome: str = OUTCOME_OPTION,
     conversation: str = CONVERSATION_OPTION,
+    about: str = typer.Option(None, "--about", help="Notes about this subject (and below it)."),
+    closed: bool = typer.Option(False, "--closed", help="Include superseded and forgotten notes."),
     context: int = CONTEXT_OPTION,
     diverse: bool = DIVERSE_OPTION,
     jsonl: bool = JSONL_OPTION,
@@ -89,7 +96,8 @@ def search(
 
     hits = s.memory().search(query, kind=kind, mode=mode, limit=limit, source=source, tags=tag or (),
                              meta=parse_meta(meta), since=since, until=until, role=role, outcome=outcome,
-                             conversation=conversation, context=context, diverse=diverse)
+                             conversation=conversation, about=about, closed=closed, context=context,
+                             diverse=diverse)
     out.data(hits, lambda rows: render_hits(out, rows))
 
 
@@ -97,7 +105,7 @@ def recall(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="What the LLM is about to answer or do."),
     budget: int = typer.Option(1500, "--budget", "-b", help="Most tokens the context block may take."),
-    kind: str = typer.Option("all", "--kind", "-k", help="all (default), docs or history."),
+    kind: str = typer.Option("all", "--kind", "-k", help="all (default), docs, history or notes."),
     mode: str = MODE_OPTION,
     source: str = SOURCE_OPTION,
     tag: list[str] = TAG_OPTION,

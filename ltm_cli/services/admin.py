@@ -17,6 +17,7 @@ class StoreCounts:
     messages: int
     documents: int
     chunks: int
+    notes: int  # live ones
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def status(db: Database) -> Status:
                   (SELECT count(*) FROM conversations c WHERE c.store_id = s.id),
                   (SELECT count(*) FROM messages m WHERE m.store_id = s.id),
                   (SELECT count(*) FROM documents d WHERE d.store_id = s.id),
-                  (SELECT count(*) FROM chunks k WHERE k.store_id = s.id)
+                  (SELECT count(*) FROM chunks k WHERE k.store_id = s.id),
+                  (SELECT count(*) FROM notes n WHERE n.store_id = s.id AND n.valid_until IS NULL)
                 FROM stores s ORDER BY s.name"""))
             stores = [StoreCounts(*row) for row in rows]
             rows = conn.execute(text("""
@@ -169,7 +171,8 @@ def gc(db: Database, *, dry_run: bool = False) -> Collected:
     from sqlalchemy import text
 
     unused = ("FROM embeddings e WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.embed_hash = e.content_hash) "
-              "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.embed_hash = e.content_hash)")
+              "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.embed_hash = e.content_hash) "
+              "AND NOT EXISTS (SELECT 1 FROM notes n WHERE n.embed_hash = e.content_hash)")
     with db.connect() as conn:
         if not conn.execute(text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"),
                             {"k": WRITERS_LOCK}).scalar():

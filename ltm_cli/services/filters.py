@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from ltm_cli.storage.stores import StoreRef
 
-KINDS = ("docs", "history", "all")
+KINDS = ("docs", "history", "notes", "all")
 
 
 @dataclass(frozen=True)
@@ -28,23 +28,26 @@ class Filters:
     role: str | None = None
     outcome: str | None = None
     conversation: str | None = None
+    about: str | None = None  # notes about this subject (or below it: user matches user.prefs)
+    closed_notes: bool = False  # include superseded and forgotten notes
 
     def kinds(self) -> tuple[str, ...]:
+        """The kinds of memory these filters can match (each filter belongs to some kinds only)."""
         if self.kind not in KINDS:
             raise InvalidInputError(f"unknown kind {self.kind!r}", hint=f"use one of: {', '.join(KINDS)}")
-        docs_only = bool(self.source or self.tags)
-        history_only = bool(self.role or self.outcome or self.conversation)
-        if docs_only and history_only:
-            raise InvalidInputError("--source/--tag apply to documents and --role/--outcome/--conversation to "
-                                    "history: no result can match both")
-        if self.kind == "docs" and history_only:
-            raise InvalidInputError("--role, --outcome and --conversation filter history",
-                                    hint="add --kind history")
-        if self.kind == "history" and docs_only:
-            raise InvalidInputError("--source and --tag filter documents", hint="add --kind docs")
-        if self.kind == "all":
-            return ("history",) if history_only else ("docs",) if docs_only else ("docs", "history")
-        return (self.kind,)
+        allowed = {"docs", "history", "notes"} if self.kind == "all" else {self.kind}
+        for names, kinds, option in ((self.source, {"docs"}, "--source"), (self.tags, {"docs", "notes"}, "--tag"),
+                                     (self.role or self.outcome or self.conversation, {"history"},
+                                      "--role, --outcome and --conversation"),
+                                     (self.about or self.closed_notes, {"notes"}, "--about and --closed")):
+            if not names:
+                continue
+            if not allowed & kinds:
+                raise InvalidInputError(f"{option} filter {' and '.join(sorted(kinds))}" if self.kind != "all"
+                                        else f"{option} cannot be combined with the other filters given",
+                                        hint=f"add --kind {sorted(kinds)[0]}" if self.kind != "all" else None)
+            allowed &= kinds
+        return tuple(k for k in ("docs", "history", "notes") if k in allowed)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,18 @@ class Corpus:
     def where(self, filters: Filters, params: dict[str, Any], conn: Connection, sid: int) -> list[str]:
         """The filters as clauses on this corpus's rows (`x`) and their parent (`p`); fills `params`."""
         clauses = ["x.store_id = :store"]
-        if self.table == "chunks":
+        if self.table == "notes":
+            if not filters.closed_notes:
+                clauses.append("x.valid_until IS NULL")
+            if filters.about:
+                clauses.append("(x.about = :about OR starts_with(x.about, :about_dot))")
+                params["about"], params["about_dot"] = filters.about, f"{filters.about}."
+            if filters.tags:
+                clauses.append("x.tags @> CAST(:tags AS text[])")
+                params["tags"] = list(filters.tags)
+            time_filters(clauses, params, "x.created_at", filters.since, filters.until)
+            meta_column = "x.metadata"
+        elif self.table == "chunks":
             if filters.source:
                 clauses.append("(p.source LIKE :src ESCAPE '\\' OR p.source LIKE :src_any ESCAPE '\\')")
                 params["src"], params["src_any"] = like(filters.source), "%/" + like(filters.source)
@@ -79,6 +93,7 @@ class Corpus:
 CORPORA = {
     "docs": Corpus("chunks", "JOIN documents p ON p.id = x.document_id"),
     "history": Corpus("messages", "JOIN conversations p ON p.id = x.conversation_id"),
+    "notes": Corpus("notes", ""),
 }
 
 

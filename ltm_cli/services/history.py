@@ -343,17 +343,29 @@ def _messages(conn: Connection, where: str, params: dict[str, Any], order: str =
 
 def list_messages(db: Database, store: StoreRef, *, conversation: str | None = None, since: dt.datetime | None = None,
                   until: dt.datetime | None = None, role: str | None = None, outcome: str | None = None,
-                  limit: int | None = 50) -> list[MessageInfo]:
-    """The most recent messages matching the filters, returned oldest first."""
+                  limit: int | None = 50, undistilled: bool = False) -> list[MessageInfo]:
+    """The most recent messages matching the filters, returned oldest first (`undistilled`: only turns that
+    `ltm history distill` has not read yet)."""
     with db.connect() as conn:
         sid = store.id(conn, create=False)
         if sid is None:
             return []
         where, params = ["m.store_id = :s"], {"s": sid}
+        if undistilled:
+            where.append("m.distilled_at IS NULL")
         message_filters(conn, sid, "m", where, params, conversation=conversation, role=role, outcome=outcome,
                         since=since, until=until, store=store)
         rows = _messages(conn, " AND ".join(where), params, "m.created_at DESC, m.seq DESC", limit)
     return rows[::-1]
+
+
+def mark_distilled(db: Database, store: StoreRef, message_ids: Sequence[int]) -> int:
+    from sqlalchemy import text
+
+    with db.connect() as conn:
+        return conn.execute(text("UPDATE messages SET distilled_at = now() WHERE id = ANY(:ids) AND store_id = :s "
+                                 "AND distilled_at IS NULL"),
+                            {"ids": list(message_ids), "s": store.id(conn, create=False)}).rowcount
 
 
 def list_conversations(db: Database, store: StoreRef, *, since: dt.datetime | None = None,

@@ -112,7 +112,7 @@ def recall(query: str, hits: Sequence[Hit], *, budget: int = 1500) -> Recall:
         if hit.kind == "docs":
             target = next((p for p in passages if p._doc == hit.document_id and any(
                 abs(o - hit.ordinal) <= 1 for o in p._ordinals)), None)
-        else:
+        elif hit.kind == "history":
             target = next((p for p in passages if p.conversation_id == hit.conversation_id and any(
                 abs(s - hit.seq) <= 1 + len(hit.context) for s in p._turns)), None)
         if target is not None:
@@ -165,11 +165,27 @@ def _block(passage: Passage) -> str:
 def _source_line(passage: Passage) -> str:
     if passage.kind == "docs":
         return f"Source: `{passage.source}`\n"
+    if passage.kind == "notes":
+        return f"{passage.source}\n" if passage.source else ""
     return f"Conversation: `{passage.conversation_id}`\n"
 
 
+def _note_sources(hit: Hit) -> str | None:
+    parts = []
+    if hit.source_messages:
+        parts.append("messages " + ", ".join(str(i) for i in hit.source_messages))
+    if hit.source_documents:
+        parts.append("documents " + ", ".join(str(i) for i in hit.source_documents))
+    return f"Sources: {'; '.join(parts)}" if parts else None
+
+
 def _new_passage(number: int, hit: Hit) -> Passage:
-    if hit.kind == "docs":
+    if hit.kind == "notes":
+        when = hit.created_at.strftime("%Y-%m-%d") if hit.created_at else ""
+        about = f" about {hit.about}" if hit.about else ""
+        passage = Passage(number, "notes", f"note {hit.id}{about} ({when})", hit.text, 0, [hit.id],
+                          _note_sources(hit))
+    elif hit.kind == "docs":
         passage = Passage(number, "docs", _doc_citation(hit), hit.text, 0, [hit.id], hit.source, hit.location,
                           _doc=hit.document_id, _ordinals=[hit.ordinal])
     else:

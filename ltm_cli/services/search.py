@@ -42,8 +42,8 @@ EF_SEARCH = 100
 @dataclass
 class Hit:
     rank: int
-    kind: str  # docs or history
-    id: int  # chunk id or message id
+    kind: str  # docs, history or notes
+    id: int  # chunk, message or note id
     score: float
     text: str
     snippet: str
@@ -70,6 +70,13 @@ class Hit:
     outcome_note: str | None = None
     created_at: dt.datetime | None = None
     context: list[dict[str, Any]] = field(default_factory=list)
+    # notes (tags, metadata and created_at above apply too)
+    about: str | None = None
+    source_messages: list[int] = field(default_factory=list)
+    source_documents: list[int] = field(default_factory=list)
+    author: str | None = None
+    valid_until: dt.datetime | None = None
+    superseded_by: int | None = None
 
 
 def citation(location: dict[str, Any]) -> str:
@@ -145,6 +152,11 @@ def _details(conn: Connection, kind: str, ids: list[int], query: str) -> dict[in
             SELECT c.id, c.document_id, d.source, d.title, d.tags, d.metadata - '_pipeline' AS metadata, c.heading,
                    c.location, c.ordinal, c.text, {_headline('c.text')} AS snippet
             FROM chunks c JOIN documents d ON d.id = c.document_id, q WHERE c.id = ANY(:ids)"""
+    elif kind == "notes":
+        sql = f"""WITH q AS (SELECT {_or_query_sql()} AS tsq)
+            SELECT n.id, n.text, n.about, n.tags, n.metadata, n.source_messages, n.source_documents, n.author,
+                   n.created_at, n.valid_until, n.superseded_by, {_headline('n.text')} AS snippet
+            FROM notes n, q WHERE n.id = ANY(:ids)"""
     else:
         sql = f"""WITH q AS (SELECT {_or_query_sql()} AS tsq)
             SELECT m.id, coalesce(v.external_id, v.id::text) AS conversation_id, v.title, m.seq, m.role, m.name,

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ltm_cli.storage.names import CHUNK_TSV, MESSAGE_TSV, OUTCOMES, ROLES, TS_CONFIG  # noqa: F401 (re-export)
+from ltm_cli.storage.names import CHUNK_TSV, MESSAGE_TSV, NOTE_TSV, OUTCOMES, ROLES, TS_CONFIG  # noqa: F401 (re-export)
 
 # Indexes ltm builds at run time, one partial HNSW index per embedding space (storage.vectors.index_name):
 # which exist depends on the data, so they are not declared here and autogenerate must leave them alone.
@@ -143,6 +143,7 @@ class Message(Base):
     token_count: Mapped[int] = mapped_column(Integer, server_default=sql_text("0"))
     created_at: Mapped[dt.datetime] = _now()
     tsv: Mapped[Any] = mapped_column(TSVECTOR, Computed(MESSAGE_TSV, persisted=True))
+    distilled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Document(Base):
@@ -178,3 +179,34 @@ class Chunk(Base):
     token_count: Mapped[int] = mapped_column(Integer)
     embed_hash: Mapped[bytes] = mapped_column(LargeBinary)
     tsv: Mapped[Any] = mapped_column(TSVECTOR, Computed(CHUNK_TSV, persisted=True))
+
+
+class Note(Base):
+    """A durable fact or lesson, never edited in place: superseding closes it (valid_until, superseded_by) and
+    opens its successor; forgetting closes it with a reason; only a purge deletes."""
+
+    __tablename__ = "notes"
+    __table_args__ = (
+        Index("ix_notes_tsv", "tsv", postgresql_using="gin"),
+        Index("ix_notes_store_about", "store_id", "about"),
+        Index("ix_notes_store_len", "store_id", postgresql_include=["token_count"]),
+        Index("ix_notes_embed_hash", "embed_hash"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    about: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=sql_text("'{}'::text[]"))
+    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, server_default=sql_text("'{}'::jsonb"))
+    source_messages: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default=sql_text("'{}'::bigint[]"))
+    source_documents: Mapped[list[int]] = mapped_column(ARRAY(BigInteger),
+                                                        server_default=sql_text("'{}'::bigint[]"))
+    author: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp())
+    valid_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    superseded_by: Mapped[int | None] = mapped_column(ForeignKey("notes.id", ondelete="SET NULL"), nullable=True)
+    closed_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    embed_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    token_count: Mapped[int] = mapped_column(Integer, server_default=sql_text("0"))
+    tsv: Mapped[Any] = mapped_column(TSVECTOR, Computed(NOTE_TSV, persisted=True))

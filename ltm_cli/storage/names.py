@@ -17,3 +17,7 @@ MESSAGE_TSV = (
     f"to_tsvector('{TS_CONFIG}'::regconfig, coalesce(content, '') || ' ' || coalesce(tool_name, '') "
     f"|| ' ' || coalesce(tool_result, ''))"
 )
+NOTE_TSV = (
+    f"setweight(to_tsvector('{TS_CONFIG}'::regconfig, replace(coalesce(about, ''), '.', ' ')), 'A') || "
+    f"to_tsvector('{TS_CONFIG}'::regconfig, text)"
+)
