@@ -30,6 +30,8 @@ ltm is your long-term memory, kept in PostgreSQL between conversations.
   memory_recall for one prompt-ready block. Look an API's operation up before you call it.
 - Conversations: log_turn each turn (with the tool you called, its result and outcome), record_outcome once you
   know how an action turned out, history_search (outcome=failure) to learn from what went wrong before.
+- Facts and lessons worth keeping (a user preference, what an API rejects): remember them with a subject
+  (`about`); supersede_note when one changes, forget_note when it is wrong. memory_recall shows live notes first.
 """
 
 
