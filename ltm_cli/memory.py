@@ -14,6 +14,7 @@ all call it, so each behaviour lives once, below them.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from ltm_cli.services.distill import DistillSummary
     from ltm_cli.services.documents import DocumentDetail, DocumentInfo
     from ltm_cli.services.embedding import Progress
+    from ltm_cli.services.evaluate import Baseline, Golden, Report
     from ltm_cli.services.filters import Filters
     from ltm_cli.services.history import Added, ConversationInfo, ImportSummary, MessageInfo
     from ltm_cli.services.ingest import IngestSummary
@@ -144,6 +146,24 @@ class Memory:
                                    since=since, until=until, role=role, outcome=outcome, context=context,
                                    diverse=diverse) if h.kind != "notes"]
         return recall(query, notes + hits, budget=budget)
+
+    def evaluate(self, golden: str | os.PathLike[str] | Golden, *, mode: str = "hybrid", limit: int = 10,
+                 baseline: str | os.PathLike[str] | Baseline | None = None, tolerance: float = 0.02) -> Report:
+        """Score retrieval against a golden file of questions (`ltm eval`): hit@1/5/10, MRR@10 and nDCG@10 per
+        mode ("all": each of the three) and per question. With `baseline` (an earlier result saved as JSON),
+        `report.baseline.drops` lists the metrics that fell by more than `tolerance`."""
+        from ltm_cli.services import evaluate as svc
+
+        golden = golden if isinstance(golden, svc.Golden) else svc.load_golden(golden)
+        modes = svc.modes_for(mode)
+        check_range("limit", limit, 1, MAX_LIMIT)
+        if baseline is not None:
+            baseline = baseline if isinstance(baseline, svc.Baseline) else svc.load_baseline(baseline)
+            svc.check_gate(baseline, modes, tolerance)
+        svc.require_memory(self.db, self.store, golden.kinds())
+        space = f"{self.embedder.provider}/{self.embedder.model}" if modes != ("keyword",) else None
+        report = svc.evaluate(golden, self.search, modes=modes, limit=limit, store=self.store_name, embedder=space)
+        return svc.compare(report, baseline, tolerance=tolerance) if baseline is not None else report
 
     @staticmethod
     def filters(kind: str = "docs", *, source: str | None = None, tags: Sequence[str] = (),

@@ -87,13 +87,14 @@ def root(
 
 
 def _register() -> None:
-    from ltm_cli.cli import config_cmd, db, docs, history, ingest, mcp, notes, search, settings
+    from ltm_cli.cli import config_cmd, db, docs, eval_cmd, history, ingest, mcp, notes, search, settings
 
     app.add_typer(db.app, name="db")
     app.add_typer(db.migrate_app, name="migrate")
     app.command("ingest")(ingest.ingest)
     app.command("search")(search.search)
     app.command("recall")(search.recall)
+    app.command("eval")(eval_cmd.eval_)
     app.add_typer(history.app, name="history")
     app.add_typer(docs.app, name="docs")
     app.add_typer(notes.app, name="note")
