@@ -186,6 +186,18 @@ def validate(config: Config) -> None:
         raise ConfigError("chunk_overlap must be at least 0 and under half of chunk_tokens")
     if config.database_url and not config.database_url.startswith(("postgresql", "postgres://")):
         raise ConfigError("database URL must start with postgresql:// (PostgreSQL with pgvector)")
+    if config.database_url:
+        from urllib.parse import urlsplit
+
+        try:
+            urlsplit(config.database_url).port  # noqa: B018 - parses host and port, raising on a malformed one
+        except ValueError as exc:
+            raise ConfigError(f"invalid database URL {mask_url(config.database_url)}: {exc}") from None
+    if config.embedding_dimensions is not None and not 1 <= config.embedding_dimensions <= 4000:
+        raise ConfigError(f"embedding_dimensions must be from 1 to 4000 (pgvector's halfvec), got "
+                          f"{config.embedding_dimensions}")
+    if config.max_input_size < 1:
+        raise ConfigError("max_input_size must be at least 1 byte")
 
 
 def describe(config: Config) -> list[dict[str, Any]]:

@@ -71,4 +71,11 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return ExitCode.FAILURE, f"database error: {text}"
     if isinstance(exc, OSError):
         return ExitCode.FAILURE, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+    # Safety nets for input that gets past the checks: the user's input is at fault, not ltm.
+    if isinstance(exc, RecursionError):
+        return ExitCode.INVALID_INPUT, "input is nested too deeply to read"
+    if isinstance(exc, UnicodeError):
+        return ExitCode.INVALID_INPUT, f"input is not valid Unicode text ({exc.reason})"
+    if isinstance(exc, ValueError) and "NUL" in str(exc):
+        return ExitCode.INVALID_INPUT, "input contains a NUL character, which PostgreSQL cannot store"
     return ExitCode.FAILURE, f"unexpected error: {type(exc).__name__}: {exc}"

@@ -275,12 +275,34 @@ def _origin_matches(origin: str, pattern: str) -> bool:
     return origin == pattern
 
 
+def check_bind(host: str, port: int) -> None:
+    """Fail before serving, with one line, when the address cannot be listened on."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InvalidInputError(f"--http {host}:{port}: unknown host ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def serve_http(app: LtmMcp, host: str, port: int, *, ready: Any = None) -> None:
     import uvicorn
 
+    check_bind(host, port)
     asgi = http_app(app, host, port)
     config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     if ready is not None:
         ready(host, port)
-    server.run()
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits 3 when start-up fails: not ltm's "not found"
+        if exc.code not in (0, None):
+            raise LtmError(f"the HTTP server stopped: exit {exc.code}") from None

@@ -120,6 +120,9 @@ class Memory:
         Filters narrow the search itself: `limit` results come back whenever that many match."""
         from ltm_cli.services.search import search
 
+        from ltm_cli.services.settings import check_value
+
+        check_value(query, "query")  # NUL and unpaired surrogates: refused before any look-up, stored or not
         check_range("limit", limit, 1, MAX_LIMIT)
         check_range("context", context, 0, 50)
         filters = self.filters(kind, source=source, tags=tags, meta=meta, since=since, until=until, role=role,

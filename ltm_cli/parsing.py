@@ -22,7 +22,11 @@ def parse_time(value: str | dt.datetime | None) -> dt.datetime | None:
         except ValueError as exc:
             raise InvalidInputError(f"invalid time {value!r}",
                                     hint="use ISO 8601, e.g. 2026-11-25T14:30") from exc
-    return parsed if parsed.tzinfo else parsed.astimezone()
+    try:
+        return parsed if parsed.tzinfo else parsed.astimezone()
+    except (ValueError, OverflowError) as exc:  # 0001-01-01 in a zone east of UTC leaves year 1
+        raise InvalidInputError(f"time {value!r} is out of range", hint="use a date between years 2 and 9998") \
+            from exc
 
 
 def parse_meta(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -40,7 +44,10 @@ def parse_meta(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any
     return meta
 
 
-def check_range(name: str, value: int | None, low: int, high: int | None = None) -> int | None:
+MAX_COUNT = 2**31 - 1  # the largest count a database parameter holds
+
+
+def check_range(name: str, value: int | None, low: int, high: int | None = MAX_COUNT) -> int | None:
     """A numeric option within [low, high], else exit 4 naming the bounds."""
     if value is None:
         return None

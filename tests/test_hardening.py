@@ -176,3 +176,36 @@ def test_token_counts_of_huge_texts_are_exact_and_bounded():
     windows = _windows(huge, 200)
     assert all(n <= 200 for _, n in windows) and sum(n for _, n in windows) >= exact - len(windows)
     assert windows[0][0].startswith("word0") and windows[-1][0].endswith(words[-1])
+
+
+# -- found by bench/torture.py -----------------------------------------------------------------------------
+@pytest.mark.parametrize("args, env", [
+    (("history", "list", "-n", "99999999999999999999"), {}),
+    (("search", "x", "--since", "0001-01-01"), {}),
+    (("settings", "get", "k", "--at", "0001-01-01"), {}),
+    (("search", "x"), {"LTM_EMBEDDING_DIMENSIONS": "0"}),
+    (("search", "x"), {"LTM_EMBEDDING_DIMENSIONS": "100000"}),
+    (("settings", "get", "k"), {"LTM_DATABASE_URL": "postgresql://[::1/x"}),
+    (("tools", "call", "memory_search", "--args", '{"query": "a\\u0000b"}'), {}),
+    (("tools", "call", "settings_get", "--args", "[" * 100_000), {}),
+    (("history", "add", "hi", "-c", "x", "--tool", "t", "--args", "[" * 100_000), {}),
+])
+def test_bad_input_that_once_escaped_as_unexpected_errors_is_exit_4(cli, args, env):
+    done = cli(*args, env=env)
+    assert done.exit_code == 4, done.stderr
+    assert "unexpected error" not in done.stderr and "--debug" not in done.stderr
+
+
+def test_an_unknown_migration_is_not_found(cli):
+    done = cli("migrate", "upgrade", "no-such-revision")
+    assert done.exit_code == 3 and "no migration 'no-such-revision'" in done.stderr
+
+
+def test_mcp_http_on_a_busy_port_says_so(store):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        done = run_ltm("mcp", "--http", f"127.0.0.1:{busy.getsockname()[1]}", timeout=60)
+    assert done.returncode == 4 and "cannot listen" in done.stderr

@@ -31,7 +31,7 @@ class LtmGroup(TyperGroup):
             if type(exc).__module__.startswith(("click", "typer")) or _is_debug(ctx):
                 raise
             code, message = classify(exc)
-            _report(ctx, message, "run with --debug for the traceback")
+            _report(ctx, message, "run with --debug for the traceback" if code == ExitCode.FAILURE else None)
             raise typer.Exit(code) from None
         finally:
             root_state = ctx.find_root().obj

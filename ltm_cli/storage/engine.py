@@ -233,6 +233,10 @@ class Database:
                 migration_lock(conn)
                 getattr(command, command_name)(alembic_config(conn), revision)
         except CommandError as exc:
+            if "locate revision" in str(exc) or "No such revision" in str(exc):
+                from ltm_cli.errors import NotFoundError
+
+                raise NotFoundError(f"no migration {revision!r}", hint="`ltm migrate history` lists them") from None
             raise SchemaError(f"migration failed: {exc}") from exc
         except DBAPIError as exc:
             if exc.connection_invalidated or "could not connect" in str(exc):

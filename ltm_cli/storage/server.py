@@ -231,6 +231,9 @@ class EmbeddedServer:
             return True
 
     def _initdb_if_needed(self) -> None:
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise DatabaseUnavailableError(f"the embedded server's data directory {self.data_dir} is not a directory",
+                                           hint="move that file away; ltm creates the data directory on first use")
         if (self.data_dir / "PG_VERSION").exists():
             return
         # initdb into a scratch directory and rename it into place, so a crash mid-way never leaves a
