@@ -114,10 +114,11 @@ class Memory:
                source: str | None = None, tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None,
                since: Time = None, until: Time = None, role: str | None = None, outcome: str | None = None,
                conversation: str | None = None, about: str | None = None, closed: bool = False,
-               context: int = 0, diverse: bool = False) -> list[Hit]:
+               context: int = 0, diverse: bool = False, include_toc: bool = False) -> list[Hit]:
         """Hybrid search (BM25 and vector similarity, fused) over documents, history, notes or all of them.
 
-        Filters narrow the search itself: `limit` results come back whenever that many match."""
+        Filters narrow the search itself: `limit` results come back whenever that many match. Chunks of a PDF's
+        contents and index pages rank after all others unless `include_toc`."""
         from ltm_cli.services.search import search
 
         from ltm_cli.services.settings import check_value
@@ -129,13 +130,14 @@ class Memory:
                                outcome=outcome, conversation=conversation, about=about, closed=closed)
         embedder = self.embedder if mode != "keyword" else None
         return search(self.db, embedder, self.store, query, mode=mode, limit=limit, filters=filters,
-                      context=context, diverse=diverse)
+                      context=context, diverse=diverse, include_toc=include_toc)
 
     def recall(self, query: str, *, budget: int = 1500, kind: str = "all", mode: str = "hybrid",
                source: str | None = None, tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None,
                since: Time = None, until: Time = None, role: str | None = None, outcome: str | None = None,
-               context: int = 1, diverse: bool = False) -> Recall:
-        """A prompt-ready Markdown block: the best passages and turns within `budget` tokens, each cited."""
+               context: int = 1, diverse: bool = False, include_toc: bool = False) -> Recall:
+        """A prompt-ready Markdown block: the best passages and turns within `budget` tokens, each cited.
+        Chunks of a PDF's contents and index pages are left out unless `include_toc`."""
         from ltm_cli.services.recall import recall
 
         notes: list[Hit] = []
@@ -147,8 +149,8 @@ class Memory:
         hits = [] if kind == "notes" else [
             h for h in self.search(query, kind=kind, mode=mode, limit=40, source=source, tags=tags, meta=meta,
                                    since=since, until=until, role=role, outcome=outcome, context=context,
-                                   diverse=diverse) if h.kind != "notes"]
-        return recall(query, notes + hits, budget=budget)
+                                   diverse=diverse, include_toc=include_toc) if h.kind != "notes"]
+        return recall(query, notes + hits, budget=budget, include_toc=include_toc)
 
     def evaluate(self, golden: str | os.PathLike[str] | Golden, *, mode: str = "hybrid", limit: int = 10,
                  baseline: str | os.PathLike[str] | Baseline | None = None, tolerance: float = 0.02) -> Report:

@@ -23,6 +23,9 @@ CONVERSATION_OPTION = typer.Option(None, "--conversation", "-c", help="Messages 
 CONTEXT_OPTION = typer.Option(0, "--context", "-C", help="Show N turns before and after each message.")
 DIVERSE_OPTION = typer.Option(False, "--diverse", help="Prefer varied results over near-duplicates (MMR; off by "
                                                        "default: it lowered nDCG on the benchmarks).")
+INCLUDE_TOC_OPTION = typer.Option(False, "--include-toc", help="Treat chunks of PDF contents and index pages like "
+                                                               "any other (by default search ranks them last and "
+                                                               "recall leaves them out).")
 
 
 def render_hits(out: Any, hits: list) -> None:
@@ -83,6 +86,7 @@ def search(
     closed: bool = typer.Option(False, "--closed", help="Include superseded and forgotten notes."),
     context: int = CONTEXT_OPTION,
     diverse: bool = DIVERSE_OPTION,
+    include_toc: bool = INCLUDE_TOC_OPTION,
     jsonl: bool = JSONL_OPTION,
     store: str = STORE_OPTION,
     json_out: bool = JSON_OPTION,
@@ -97,7 +101,7 @@ def search(
     hits = s.memory().search(query, kind=kind, mode=mode, limit=limit, source=source, tags=tag or (),
                              meta=parse_meta(meta), since=since, until=until, role=role, outcome=outcome,
                              conversation=conversation, about=about, closed=closed, context=context,
-                             diverse=diverse)
+                             diverse=diverse, include_toc=include_toc)
     out.data(hits, lambda rows: render_hits(out, rows))
 
 
@@ -116,6 +120,7 @@ def recall(
     outcome: str = OUTCOME_OPTION,
     context: int = typer.Option(1, "--context", "-C", help="Turns around each recalled message."),
     diverse: bool = DIVERSE_OPTION,
+    include_toc: bool = INCLUDE_TOC_OPTION,
     store: str = STORE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
@@ -128,5 +133,5 @@ def recall(
 
     result = s.memory().recall(query, budget=budget, kind=kind, mode=mode, source=source, tags=tag or (),
                                meta=parse_meta(meta), since=since, until=until, role=role, outcome=outcome,
-                               context=context, diverse=diverse)
+                               context=context, diverse=diverse, include_toc=include_toc)
     out.data(result, lambda r: out.raw(r.markdown))

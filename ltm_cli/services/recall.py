@@ -99,11 +99,15 @@ def _clip(text: str, tokens: int) -> str:
     return " ".join(words[:low]) + " …"
 
 
-def recall(query: str, hits: Sequence[Hit], *, budget: int = 1500) -> Recall:
+def recall(query: str, hits: Sequence[Hit], *, budget: int = 1500, include_toc: bool = False) -> Recall:
     """Greedy by rank: each hit joins the passage of its neighbour (same document and adjacent chunk, or
-    same conversation) or starts a new one, as long as the whole block stays within `budget` tokens."""
+    same conversation) or starts a new one, as long as the whole block stays within `budget` tokens.
+    Contents and index chunks (`location.toc`) are left out unless `include_toc`: a list of page numbers
+    answers nothing and would spend the budget."""
     if budget < 50:
         raise InvalidInputError("--budget must be at least 50 tokens")
+    if not include_toc:
+        hits = [hit for hit in hits if not hit.location.get("toc")]
     header = f"# Memory recalled for: {query}\n"
     used = _count(header)
     passages: list[Passage] = []

@@ -229,6 +229,21 @@ def _moved_query(conn: Connection, space: int, qvec: np.ndarray, top: Sequence[K
     return vectors.vector_literal(feedback_vector(qvec, list(_row_vectors(conn, space, top).values())))
 
 
+def _body_first(conn: Connection, fused: Fused) -> Fused:
+    """Chunks of contents and index pages (`location.toc`, marked by the PDF loader) after all the others: they
+    match a question's words but only say on which page the answer is."""
+    from sqlalchemy import text
+
+    ids = [key[1] for key, _, _ in fused if key[0] == "docs"]
+    if not ids:
+        return fused
+    navigation = {("docs", r.id) for r in conn.execute(
+        text("SELECT id FROM chunks WHERE id = ANY(:ids) AND location ->> 'toc' = 'true'"), {"ids": ids})}
+    if not navigation:
+        return fused
+    return [item for item in fused if item[0] not in navigation] + [item for item in fused if item[0] in navigation]
+
+
 def _diversify(conn: Connection, space: int, fused: Fused, limit: int) -> Fused:
     """MMR (fusion.mmr) over the best limit * MMR_POOL candidates; the rest follow in their fused order."""
     import numpy as np
@@ -245,12 +260,14 @@ def _diversify(conn: Connection, space: int, fused: Fused, limit: int) -> Fused:
 
 def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str, *, mode: str = "hybrid",
            limit: int = 10, filters: Filters | None = None, candidates: int = CANDIDATES, context: int = 0,
-           fusion: str = "convex", feedback: bool = True, diverse: bool = False) -> list[Hit]:
+           fusion: str = "convex", feedback: bool = True, diverse: bool = False,
+           include_toc: bool = False) -> list[Hit]:
     """The best `limit` passages or messages for a query; `context` adds neighbouring turns to history hits.
 
     Hybrid: BM25 and vector legs fused by score (min-max scaled, ALPHA on the vector side), then one round of
     vector pseudo-relevance feedback (FEEDBACK_ROWS best fused rows) and the fusion again. Both choices come
-    from bench/retrieval.py (see the README)."""
+    from bench/retrieval.py (see the README). Contents and index chunks come after the rest (before feedback
+    too, so they do not steer it) unless `include_toc`: bench/pdf_questions.py measured it."""
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
     if not query.strip():
@@ -277,7 +294,10 @@ def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str,
         literal = vectors.vector_literal(qvec) if qvec is not None else None
         scopes = filter_scopes(conn, kinds, filters, sid)
         legs = leg_rankings(conn, scopes, sid, space, dim, literal, query if mode != "vector" else None, k)
+        toc_last = not include_toc and "docs" in kinds
         fused = fuse(legs, fusion)
+        if toc_last:
+            fused = _body_first(conn, fused)
         if mode == "hybrid" and feedback and space and FEEDBACK_ROWS and fused:
             moved = _moved_query(conn, space, qvec, [key for key, _, _ in fused[:FEEDBACK_ROWS]])
             legs["vector"] = leg_rankings(conn, scopes, sid, space, dim, moved, None, k).get("vector", [])
@@ -286,6 +306,8 @@ def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str,
             fused = _with_neighbours(conn, fused)
         if diverse and space:
             fused = _diversify(conn, space, fused, limit)
+        if toc_last:
+            fused = _body_first(conn, fused)
         fused = fused[:limit]
         details = {kind: _details(conn, kind, [i for (kd, i), _, _ in fused if kd == kind], query) for kind in kinds}
     hits = []
