@@ -120,7 +120,6 @@ class Memory:
         Filters narrow the search itself: `limit` results come back whenever that many match. Chunks of a PDF's
         contents and index pages rank after all others unless `include_toc`."""
         from ltm_cli.services.search import search
-
         from ltm_cli.services.settings import check_value
 
         check_value(query, "query")  # NUL and unpaired surrogates: refused before any look-up, stored or not
