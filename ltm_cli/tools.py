@@ -88,6 +88,8 @@ FILTERS = {
     "outcome": _str("Only turns with this outcome (failure: what went wrong before).", enum=list(OUTCOMES)),
     "conversation": _str("Only turns of this conversation id."),
     "about": _str("Only notes about this subject (and below it), e.g. user or project.billing."),
+    "include_toc": {"type": "boolean", "default": False,
+                    "description": "Rank contents and index pages like body text (normally last)."},
 }
 MODE = _str("hybrid (keywords and meaning, best in general), keyword (exact terms, names, error codes) or "
             "vector (meaning only).", enum=["hybrid", "keyword", "vector"], default="hybrid")
@@ -157,7 +159,8 @@ def _hits_result(query: str, hits: list[Hit]) -> ToolResult:
 def _search_args(args: dict[str, Any]) -> dict[str, Any]:
     names = ("source", "since", "until", "role", "outcome", "conversation", "about")
     return {name: args.get(name) for name in names} | {
-        "tags": args.get("tags") or (), "mode": args.get("mode", "hybrid")}
+        "tags": args.get("tags") or (), "mode": args.get("mode", "hybrid"),
+        "include_toc": args.get("include_toc", False)}
 
 
 # -- the tools ---------------------------------------------------------------------------------------------
@@ -191,7 +194,8 @@ def _memory_search(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
 
 
 def _memory_recall(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
-    r = m.recall(a["query"], budget=a.get("budget", 1500), kind=a.get("kind", "all"))
+    r = m.recall(a["query"], budget=a.get("budget", 1500), kind=a.get("kind", "all"),
+                 include_toc=a.get("include_toc", False))
     passages = [{"number": p.number, "kind": p.kind, "citation": p.citation, "source": p.source,
                  "conversation_id": p.conversation_id} for p in r.passages]
     return ToolResult(to_jsonable({"query": r.query, "tokens": r.tokens, "budget": r.budget, "passages": passages,
@@ -328,7 +332,9 @@ TOOLS: tuple[Tool, ...] = (
          _obj({"query": _str("The question you are about to answer or the task you are about to do.",
                              minLength=1),
                "budget": _int("Most tokens the block may take.", 1500, 50, 20000),
-               "kind": _str("all, docs or history.", enum=["all", "docs", "history"], default="all")},
+               "kind": _str("all, docs, history or notes.", enum=["all", "docs", "history", "notes"],
+                            default="all"),
+               "include_toc": FILTERS["include_toc"]},
               ("query",)),
          _memory_recall, read_only=True, title="Recall context"),
     Tool("log_turn", "Record one turn of the conversation in long-term memory: what the user asked, what you "
