@@ -203,6 +203,26 @@ class _Renderer:
         fmt = f"<{node['format']}>" if isinstance(node.get("format"), str) else ""
         return f"{kind or name or 'object'}{fmt}"
 
+    def response_shape(self, node: Any, base: Path, depth: int = 0) -> str:
+        """A response by its schema's name (`payment_method`, `[ContainerSummary]`), an unnamed one by its field
+        names (`{droplet, links}`). Expanded in full, the returned resource (every call on a payment method
+        returns the whole payment method) and the shared error object filled most chunks of an operation with
+        text that says nothing about which call it is, and ranked those calls for the resource's field names."""
+        node, base, name = self.r.resolve(node, base)
+        if name or not isinstance(node, dict) or depth > 2:
+            return name or "object"
+        for combiner in ("allOf", "oneOf", "anyOf"):
+            if isinstance(node.get(combiner), list):
+                return " | ".join(self.response_shape(s, base, depth + 1) for s in node[combiner][:6])
+        if node.get("type") == "array" or "items" in node:
+            return f"[{self.response_shape(node.get('items', {}), base, depth + 1)}]"
+        props = node.get("properties")
+        if isinstance(props, dict) and props:
+            more = f", …{len(props) - MAX_PROPERTIES} more" if len(props) > MAX_PROPERTIES else ""
+            return f"{{{', '.join(str(key) for key in list(props)[:MAX_PROPERTIES])}{more}}}"
+        kind = node.get("type")
+        return "|".join(str(k) for k in kind) if isinstance(kind, list) else str(kind or "object")
+
     def parameter(self, param: Any, base: Path) -> str | None:
         param, pbase, _ = self.r.resolve(param, base)
         if not isinstance(param, dict) or "name" not in param:
@@ -235,6 +255,40 @@ def _operations(spec: dict, resolver: _Resolver, entry: Path) -> list[tuple[str,
                     label = path if section_name == "paths" else f"webhook {path}"
                     found.append((method.upper(), label, op, op_base, shared))
     return found
+
+
+_WORD_BREAK = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]{2})")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
+_MARKDOWN = re.compile(r"\[([^\]]{1,200})\]\([^)]{0,300}\)|\*\*|`")  # [text](link) -> text; bold, code marks
+_VERSION = re.compile(r"v\d+")
+HEADING_CHARS = 200  # chunking.MAX_HEADING_CHARS: what the chunker keeps of a heading
+MAX_IDENTITY_WORDS = 80  # characters of operationId and path words in a heading
+
+
+def _words(identifier: str) -> list[str]:
+    """`PostPaymentMethodsPaymentMethodAttach`, `sshKeys_list`, `/v1/payment_methods/{id}` -> lower-case words."""
+    return [w.lower() for w in _WORD_BREAK.split(identifier) if w]
+
+
+def _identity(method: str, path: str, summary: str, description: str, op_id: Any) -> str:
+    """What names an operation on every one of its chunks: `METHOD /path — gist · words`.
+
+    The gist is the summary, else the description's first sentence (Stripe has no summaries). The words spell
+    out the operationId and the path, which the full-text parser keeps as single tokens
+    (`/v1/payment_methods`, `PostPaymentMethodsPaymentMethodAttach`) that no question ever matches."""
+    head = f"{method} {path}"
+    gist = _MARKDOWN.sub(r"\1", summary or (_SENTENCE.split(description, 1)[0] if description else ""))
+    words = list(dict.fromkeys(w for w in _words(op_id if isinstance(op_id, str) else "") + _words(path)
+                               if w != method.lower() and not _VERSION.fullmatch(w)))
+    room = HEADING_CHARS - len(head) - min(len(" ".join(words)), MAX_IDENTITY_WORDS) - 6
+    gist = _clip(gist, room) if room > 20 else ""
+    seen = set(re.findall(r"[a-z0-9]+", gist.lower()))  # as the parser sees it: `PaymentMethod` is one word
+    tail = _clip(" ".join(w for w in words if w not in seen), MAX_IDENTITY_WORDS).rstrip("…").strip()
+    if gist:
+        head += f" — {gist}"
+    if tail:
+        head += f" · {tail}"
+    return head[:HEADING_CHARS]
 
 
 def _render_operation(r: _Renderer, method: str, path: str, op: dict, base: Path, shared: list,
@@ -280,15 +334,15 @@ def _render_operation(r: _Renderer, method: str, path: str, op: dict, base: Path
         schema = response.get("schema") if swagger2 else next(
             (m.get("schema") for m in (response.get("content") or {}).values() if isinstance(m, dict)), None)
         if schema:
-            line += f" → {_clip(r.schema(schema, resp_base, 1), MAX_SCHEMA_TEXT)}"
+            line += f" → {_clip(r.response_shape(schema, resp_base), MAX_SCHEMA_TEXT)}"
         responses.append(line)
     if responses:
         blocks.append("Responses:\n" + "\n".join(responses))
     location = {"method": method, "path": path}
     if op_id:
         location["operation_id"] = op_id
-    return Section(blocks, heading=f"{method} {path}" + (f" — {summary}" if summary else ""),
-                   location=location, atomic=True)
+    return Section(blocks, heading=_identity(method, path, summary, description, op_id), location=location,
+                   atomic=True)
 
 
 def load_openapi(path: Path, data: bytes, options: LoadOptions) -> LoadedDocument:

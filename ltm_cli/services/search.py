@@ -244,6 +244,33 @@ def _body_first(conn: Connection, fused: Fused) -> Fused:
     return [item for item in fused if item[0] not in navigation] + [item for item in fused if item[0] in navigation]
 
 
+def first_per_group(fused: Fused, group: dict[Key, Any]) -> Fused:
+    """Each group's best row only (rows without a group all stay), in fused order."""
+    seen: set[Any] = set()
+    out = []
+    for item in fused:
+        mark = group.get(item[0])
+        if mark is None or mark not in seen:
+            out.append(item)
+            if mark is not None:
+                seen.add(mark)
+    return out
+
+
+def _one_per_operation(conn: Connection, fused: Fused) -> Fused:
+    """An API operation split into several chunks counts once, at its best chunk: its other chunks (parameters,
+    responses) would push the next operations down the list (bench/api_questions.py measured it)."""
+    from sqlalchemy import text
+
+    ids = [key[1] for key, _, _ in fused if key[0] == "docs"]
+    if not ids:
+        return fused
+    operation = {("docs", r.id): (r.document_id, r.method, r.path) for r in conn.execute(text(
+        "SELECT id, document_id, location ->> 'method' AS method, location ->> 'path' AS path FROM chunks "
+        "WHERE id = ANY(:ids) AND location ->> 'method' IS NOT NULL"), {"ids": ids})}
+    return first_per_group(fused, operation) if operation else fused
+
+
 def _diversify(conn: Connection, space: int, fused: Fused, limit: int) -> Fused:
     """MMR (fusion.mmr) over the best limit * MMR_POOL candidates; the rest follow in their fused order."""
     import numpy as np
@@ -302,6 +329,8 @@ def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str,
             moved = _moved_query(conn, space, qvec, [key for key, _, _ in fused[:FEEDBACK_ROWS]])
             legs["vector"] = leg_rankings(conn, scopes, sid, space, dim, moved, None, k).get("vector", [])
             fused = fuse(legs, fusion)
+        if "docs" in kinds:
+            fused = _one_per_operation(conn, fused)
         if "history" in kinds:
             fused = _with_neighbours(conn, fused)
         if diverse and space:
