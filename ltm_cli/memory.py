@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ltm_cli.services.recall import Recall
     from ltm_cli.services.search import Hit
     from ltm_cli.services.settings import ImportResult, SetResult, Version
+    from ltm_cli.services.stores import Stores
     from ltm_cli.storage.engine import Database
 
 Time = str | dt.datetime | None
@@ -183,6 +184,13 @@ class Memory:
                        closed_notes=closed)
 
     # -- administration --------------------------------------------------------------------------------
+    @property
+    def stores(self) -> Stores:
+        """Every store in the database: list, create, rename, copy, rm."""
+        from ltm_cli.services.stores import Stores
+
+        return Stores(self.db)
+
     def status(self) -> Status:
         from ltm_cli.services import admin
 

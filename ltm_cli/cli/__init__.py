@@ -87,7 +87,7 @@ def root(
 
 
 def _register() -> None:
-    from ltm_cli.cli import config_cmd, db, docs, eval_cmd, history, ingest, mcp, notes, search, settings
+    from ltm_cli.cli import config_cmd, db, docs, eval_cmd, history, ingest, mcp, notes, search, settings, stores
 
     app.add_typer(db.app, name="db")
     app.add_typer(db.migrate_app, name="migrate")
@@ -99,6 +99,7 @@ def _register() -> None:
     app.add_typer(docs.app, name="docs")
     app.add_typer(notes.app, name="note")
     app.add_typer(settings.app, name="settings")
+    app.add_typer(stores.app, name="store")
     app.add_typer(config_cmd.app, name="config")
     app.command("mcp")(mcp.mcp)
     app.add_typer(mcp.tools_app, name="tools")
