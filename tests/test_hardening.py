@@ -209,3 +209,14 @@ def test_mcp_http_on_a_busy_port_says_so(store):
         busy.listen()
         done = run_ltm("mcp", "--http", f"127.0.0.1:{busy.getsockname()[1]}", timeout=60)
     assert done.returncode == 4 and "cannot listen" in done.stderr
+
+
+def test_a_file_name_that_is_not_utf8_is_ingested_under_an_escaped_name(cli, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.txt"), "w") as handle:
+        handle.write("a note about espresso machines")
+    done = cli("ingest", str(folder), "--json")
+    assert done.exit_code == 0, done.stderr
+    assert done.json()["files"][0]["source"].endswith("caf\\xe9.txt")
+    assert cli("ingest", str(folder), "--json").json()["files"][0]["status"] == "unchanged"

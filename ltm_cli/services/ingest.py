@@ -130,7 +130,7 @@ def discover(paths: Sequence[str], options: IngestOptions) -> tuple[list[Candida
             problems.append(FileResult(str(real), display, "skipped", error="not a regular file (FIFO, device or "
                                                                             "socket)"))
             return
-        source = str(real)
+        source, display = _printable(str(real)), _printable(display)
         if source not in seen:
             seen.add(source)
             found.append(Candidate(display, path, source))
@@ -166,6 +166,16 @@ def discover(paths: Sequence[str], options: IngestOptions) -> tuple[list[Candida
         else:
             problems.append(FileResult(raw, raw, "failed", error="no such file or directory"))
     return found, problems
+
+
+def _printable(name: str) -> str:
+    """A file name as text: names that are not UTF-8 (kept by Python as surrogates, which PostgreSQL cannot
+    store) get their odd bytes written as \\xNN, the same way every time, so a re-ingest finds the document."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _inside(path: Path, roots: Sequence[Path]) -> bool:
@@ -273,7 +283,8 @@ class Ingestor:
         except RecursionError:
             result.error = "structure too deeply nested to read"
             return self._done(result)
-        result.notices, result.warnings, result.title = loaded.notices, loaded.warnings, loaded.title
+        result.notices, result.warnings = loaded.notices, loaded.warnings
+        result.title = _printable(loaded.title) if loaded.title else loaded.title
         chunks = chunk_sections(loaded.sections, target=self.config.chunk_tokens,
                                 overlap=self.config.chunk_overlap, max_tokens=self.embedder.max_tokens)
         if not chunks:
@@ -282,8 +293,8 @@ class Ingestor:
         result.chunks = len(chunks)
         metadata = {**loaded.metadata, **self.options.meta, "_pipeline": self.pipeline}
         if candidate.path is not None:
-            metadata.setdefault("file_name", candidate.path.name)
-        self._pending.append(_Prepared(candidate, result, file_hash, loaded.media_type, loaded.title, metadata,
+            metadata.setdefault("file_name", _printable(candidate.path.name))
+        self._pending.append(_Prepared(candidate, result, file_hash, loaded.media_type, result.title, metadata,
                                        chunks, [content_hash(c.embed_text) for c in chunks]))
         self.progress("loaded", {"display": candidate.display, "chunks": len(chunks)})
         return None
