@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from ltm_cli.services.search import Hit
     from ltm_cli.services.settings import ImportResult, SetResult, Version
     from ltm_cli.services.stores import Stores
+    from ltm_cli.services.transfer import ExportSummary as TransferExport
+    from ltm_cli.services.transfer import ImportSummary as TransferImport
     from ltm_cli.storage.engine import Database
 
 Time = str | dt.datetime | None
@@ -200,6 +202,23 @@ class Memory:
         from ltm_cli.services import admin
 
         return admin.gc(self.db, dry_run=dry_run)
+
+    def export(self, path: str, *, vectors: bool = False, only: Sequence[str] | None = None,
+               stdout: Any = None) -> TransferExport:
+        """Write the whole store to one versioned JSON Lines file (gzip for *.gz; "-": `stdout`), atomically.
+        `vectors` adds them as base64 float16; `only` picks parts: settings, history, docs, notes."""
+        from ltm_cli.services import transfer
+
+        return transfer.export_store(self.db, self.store, lambda: self.embedder, path, with_vectors=vectors,
+                                     only=only, stdout=stdout)
+
+    def import_(self, path: str, *, dry_run: bool = False, stdin: Any = None) -> TransferImport:
+        """Read an `export` file into this store; importing it again adds nothing. Its vectors are reused when
+        they come from this store's embedder, else recomputed."""
+        from ltm_cli.services import transfer
+
+        return transfer.import_store(self.db, self.embedder, self.store, transfer.open_lines(path, stdin),
+                                     dry_run=dry_run)
 
 
 class _Part:

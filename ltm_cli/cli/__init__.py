@@ -88,6 +88,7 @@ def root(
 
 def _register() -> None:
     from ltm_cli.cli import config_cmd, db, docs, eval_cmd, history, ingest, mcp, notes, search, settings, stores
+    from ltm_cli.cli.transfer import export, import_
 
     app.add_typer(db.app, name="db")
     app.add_typer(db.migrate_app, name="migrate")
@@ -101,6 +102,8 @@ def _register() -> None:
     app.add_typer(settings.app, name="settings")
     app.add_typer(stores.app, name="store")
     app.add_typer(config_cmd.app, name="config")
+    app.command("export")(export)
+    app.command("import")(import_)
     app.command("mcp")(mcp.mcp)
     app.add_typer(mcp.tools_app, name="tools")
 
