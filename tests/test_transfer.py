@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA
-
 
 def _fill(cli, tmp_path: Path) -> None:
     """A store with every kind of record: settings with history, a conversation with a tool call and an
@@ -109,7 +107,8 @@ def test_vectors_from_another_model_are_recomputed(cli, store, tmp_path):
     _fill(cli, tmp_path)
     path = tmp_path / "store.jsonl"
     assert cli("export", "-o", str(path), "--vectors").exit_code == 0
-    result = cli("import", str(path), "--store", f"{store}-other-model", "--json", env={"LTM_EMBEDDING_DIMENSIONS": "256"})
+    result = cli("import", str(path), "--store", f"{store}-other-model", "--json",
+                 env={"LTM_EMBEDDING_DIMENSIONS": "256"})
     assert result.exit_code == 0, result.stderr
     summary = result.json()
     assert summary["vector_source"].startswith("recomputed with hash/feature-hash-v1 (256)")
@@ -137,7 +136,6 @@ def test_a_file_that_is_not_an_export_is_refused(cli, store, tmp_path):
 
 
 def test_export_to_stdout_streams_the_file(cli, store, tmp_path):
-    assert SHARED_DATA.exists() or True
     assert cli("settings", "set", "a", "1").exit_code == 0
     result = cli("export", "-o", "-")
     assert result.exit_code == 0, result.stderr

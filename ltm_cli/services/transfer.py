@@ -455,8 +455,10 @@ class Importer:
             raise ValueError(f"unknown record type {kind!r}")
 
     # vectors ---------------------------------------------------------------------------------------------
-    def _write_vectors(self, conn: Connection, items: Sequence[dict[str, Any]]) -> None:
-        """The file's vectors of these items, each space in one COPY."""
+    def _write_vectors(self, conn: Connection, items: Sequence[dict[str, Any]]) -> set[bytes]:
+        """The file's vectors of these items, each space in one COPY; returns the hashes whose vector in the
+        embedder's space came from the file."""
+        reused: set[bytes] = set()
         for label, (space, dim) in self.targets.items():
             hashes, encoded = [], []
             for item in items:
@@ -468,10 +470,15 @@ class Importer:
                 vectors.write(conn, space, hashes, _decode_vectors(encoded, dim))
                 if label == self.reuse:
                     self.summary.vectors_reused += len(hashes)
+                    reused.update(hashes)
+        return reused
 
     def _embed_missing(self, conn: Connection, texts: dict[bytes, str]) -> None:
         """Vectors the target's embedder still lacks for these texts, computed now."""
-        todo = [h for h in texts if h in vectors.missing(conn, self.space, list(texts))]
+        if not texts:
+            return
+        absent = vectors.missing(conn, self.space, list(texts))
+        todo = [h for h in texts if h in absent]
         if todo:
             matrix = checked(self.embedder, self.embedder.embed([texts[h] for h in todo]), len(todo))
             vectors.write(conn, self.space, todo, matrix)
@@ -584,8 +591,9 @@ class Importer:
             if not self.bulk and self.chunks_written + len(chunks) > BULK_CHUNKS:
                 vectors.drop_index(conn, self.space)  # rebuilt once at the end (see run)
                 self.bulk = True
-            self._write_vectors(conn, r["chunks"])
-            self._embed_missing(conn, {h: c.embed_text for c, h in zip(chunks, hashes, strict=True)})
+            reused = self._write_vectors(conn, r["chunks"])
+            self._embed_missing(conn, {h: c.embed_text for c, h in zip(chunks, hashes, strict=True)
+                                       if h not in reused})
             doc_id = conn.execute(text(
                 "INSERT INTO documents (store_id, source, content_hash, media_type, title, metadata, tags, "
                 "created_at, updated_at) VALUES (:s, :src, :h, :mt, :t, CAST(:m AS jsonb), :tags, :c, :u) "
@@ -619,8 +627,8 @@ class Importer:
                 if found is not None:
                     self.note_ids[int(r["id"])] = found
                 return
-            self._write_vectors(conn, [r])
-            self._embed_missing(conn, {digest: body})
+            if digest not in self._write_vectors(conn, [r]):
+                self._embed_missing(conn, {digest: body})
             sources = r.get("sources") or {}
             messages = [conn.execute(text(
                 "SELECT m.id FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE c.store_id = :s "
