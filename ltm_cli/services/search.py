@@ -19,7 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 from ltm_cli.errors import InvalidInputError
 from ltm_cli.services.filters import CORPORA, Corpus, Filters
-from ltm_cli.services.fusion import NEIGHBOUR_WEIGHT, Fused, Key, Legs, boost_neighbours, feedback_vector, fuse, mmr
+from ltm_cli.services.fusion import (
+    NEIGHBOUR_WEIGHT,
+    Fused,
+    Key,
+    Legs,
+    boost_neighbours,
+    convex,
+    feedback_vector,
+    fuse,
+    mmr,
+)
 from ltm_cli.services.keyword import keyword_leg
 from ltm_cli.storage import vectors
 from ltm_cli.storage.names import TS_CONFIG
@@ -34,6 +44,7 @@ if TYPE_CHECKING:
 
 MODES = ("hybrid", "vector", "keyword")
 CANDIDATES = 100  # rows each retriever contributes to fusion
+OPERATION_ALPHA = 0.7  # vector weight when API operations lead the first pass (bench/api_questions.py)
 FEEDBACK_ROWS = 3  # pseudo-relevance feedback: the best fused rows the query vector moves towards
 MMR_POOL = 3  # --diverse picks `limit` results from the best limit * MMR_POOL
 EF_SEARCH = 100
@@ -257,6 +268,20 @@ def first_per_group(fused: Fused, group: dict[Key, Any]) -> Fused:
     return out
 
 
+def _operations_lead(conn: Connection, top: Fused) -> bool:
+    """True when the best rows are all API operations: feedback then pulls the query towards neighbouring
+    operations of the same resource (retrieve/update/list next to attach) and costs the right one its place
+    (bench/api_questions.py), while on prose it helps (bench/retrieval.py)."""
+    from sqlalchemy import text
+
+    ids = [key[1] for key, _, _ in top if key[0] == "docs"]
+    if len(ids) < len(top):
+        return False
+    found = conn.execute(text("SELECT count(*) FROM chunks WHERE id = ANY(:ids) AND location ? 'method'"),
+                         {"ids": ids}).scalar()
+    return found == len(ids)
+
+
 def _one_per_operation(conn: Connection, fused: Fused) -> Fused:
     """An API operation split into several chunks counts once, at its best chunk: its other chunks (parameters,
     responses) would push the next operations down the list (bench/api_questions.py measured it)."""
@@ -325,7 +350,10 @@ def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str,
         fused = fuse(legs, fusion)
         if toc_last:
             fused = _body_first(conn, fused)
-        if mode == "hybrid" and feedback and space and FEEDBACK_ROWS and fused:
+        operations = mode == "hybrid" and fusion == "convex" and _operations_lead(conn, fused[:FEEDBACK_ROWS])
+        if operations:
+            fused = convex(legs, OPERATION_ALPHA)
+        if mode == "hybrid" and feedback and space and FEEDBACK_ROWS and fused and not operations:
             moved = _moved_query(conn, space, qvec, [key for key, _, _ in fused[:FEEDBACK_ROWS]])
             legs["vector"] = leg_rankings(conn, scopes, sid, space, dim, moved, None, k).get("vector", [])
             fused = fuse(legs, fusion)
