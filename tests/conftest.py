@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -90,3 +93,32 @@ def admin_sql(ltm_home: Path, sql: str, dbname: str = "postgres") -> None:
             cur.execute(sql)
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def fake_chat_server(reply: Callable[[dict, Any], dict]) -> Iterator[str]:
+    """A local OpenAI-compatible chat-completions server: `reply(request body, headers)` gives the assistant
+    message. Yields the base URL (…/v1). Only what is outside the machine is faked: the model."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            assert self.path == "/v1/chat/completions", self.path
+            data = json.dumps({"choices": [{"index": 0, "message": reply(body, self.headers)}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()

@@ -7,11 +7,11 @@ import os
 import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import fake_chat_server
 
 ROOT = Path(__file__).resolve().parents[1]
 MANUAL = ("# Widget 3000 manual\n\n## Resetting\n\nHold the power button for ten seconds until the light blinks "
@@ -47,25 +47,13 @@ def scripted_model(request: dict) -> dict:
 def chat_server():
     seen: list[dict] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            assert self.path == "/v1/chat/completions" and self.headers["Authorization"] == "Bearer k"
-            seen.append(body)
-            data = json.dumps({"choices": [{"index": 0, "message": scripted_model(body)}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def reply(body, headers):
+        assert headers["Authorization"] == "Bearer k"
+        seen.append(body)
+        return scripted_model(body)
 
-        def log_message(self, *args):
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    server.shutdown()
+    with fake_chat_server(reply) as url:
+        yield url, seen
 
 
 def _agent():

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from ltm_cli import Memory
 from ltm_cli.errors import ConflictError, InvalidInputError, NotFoundError
 from ltm_cli.tools import Caller, call
+from tests.conftest import fake_chat_server
 
 
 @pytest.fixture
@@ -135,27 +134,15 @@ def chat(monkeypatch):
     """A fake OpenAI-compatible chat server answering with whatever the test scripts (LTM_CHAT_* point at it)."""
     state = {"answer": None, "requests": []}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            state["requests"].append(body)
-            answer = state["answer"](body) if callable(state["answer"]) else state["answer"]
-            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def reply(body, headers):
+        state["requests"].append(body)
+        answer = state["answer"](body) if callable(state["answer"]) else state["answer"]
+        return {"role": "assistant", "content": answer}
 
-        def log_message(self, *args):
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("LTM_CHAT_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
-    monkeypatch.setenv("LTM_CHAT_MODEL", "fake-chat")
-    yield state
-    server.shutdown()
+    with fake_chat_server(reply) as url:
+        monkeypatch.setenv("LTM_CHAT_BASE_URL", url)
+        monkeypatch.setenv("LTM_CHAT_MODEL", "fake-chat")
+        yield state
 
 
 def _turns(memory):
