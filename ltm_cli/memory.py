@@ -29,13 +29,14 @@ if TYPE_CHECKING:
     from ltm_cli.services.distill import DistillSummary
     from ltm_cli.services.documents import DocumentDetail, DocumentInfo
     from ltm_cli.services.embedding import Progress
+    from ltm_cli.services.embedspace import EmbedStatus, Migrated
     from ltm_cli.services.evaluate import Baseline, Golden, Report
     from ltm_cli.services.filters import Filters
     from ltm_cli.services.history import Added, ConversationInfo, ImportSummary, MessageInfo
     from ltm_cli.services.ingest import IngestSummary
     from ltm_cli.services.notes import NoteDetail, NoteInfo, Remembered
     from ltm_cli.services.recall import Recall
-    from ltm_cli.services.search import Hit
+    from ltm_cli.services.search import Hit, Hits
     from ltm_cli.services.settings import ImportResult, SetResult, Version
     from ltm_cli.services.stores import Stores
     from ltm_cli.services.transfer import ExportSummary as TransferExport
@@ -117,11 +118,12 @@ class Memory:
                source: str | None = None, tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None,
                since: Time = None, until: Time = None, role: str | None = None, outcome: str | None = None,
                conversation: str | None = None, about: str | None = None, closed: bool = False,
-               context: int = 0, diverse: bool = False, include_toc: bool = False) -> list[Hit]:
+               context: int = 0, diverse: bool = False, include_toc: bool = False) -> Hits:
         """Hybrid search (BM25 and vector similarity, fused) over documents, history, notes or all of them.
 
         Filters narrow the search itself: `limit` results come back whenever that many match. Chunks of a PDF's
-        contents and index pages rank after all others unless `include_toc`."""
+        contents and index pages rank after all others unless `include_toc`. The result is a list of hits whose
+        `warnings` say when stored rows have no vector for this embedder (see `embed_migrate`)."""
         from ltm_cli.services.search import search
         from ltm_cli.services.settings import check_value
 
@@ -184,6 +186,25 @@ class Memory:
                        since=parse_time(since), until=parse_time(until), role=role or None,
                        outcome=outcome or None, conversation=conversation or None, about=check_about(about),
                        closed_notes=closed)
+
+    # -- embedding spaces ------------------------------------------------------------------------------
+    def embed_status(self) -> EmbedStatus:
+        """Each embedding space this store's rows have vectors in, the configured one marked active."""
+        from ltm_cli.services import embedspace
+
+        return embedspace.status(self.db, self.embedder, self.store)
+
+    def embed_migrate(self, *, to: str | None = None, dimensions: int | None = None, dry_run: bool = False,
+                      batch: int | None = None, progress: Progress | None = None) -> Migrated:
+        """Embed every chunk, message and note lacking a vector in the target space (`to` "provider[:model]",
+        default the configured embedder), each batch committed: a re-run after an interruption continues."""
+        from ltm_cli.services import embedspace
+
+        check_range("batch", batch, 1)
+        target = self.embedder if to is None and dimensions is None else \
+            embedspace.target_embedder(self.config, to, dimensions)
+        return embedspace.migrate(self.db, target, self.store, dry_run=dry_run, progress=progress,
+                                  batch=batch or embedspace.EMBED_BATCH)
 
     # -- administration --------------------------------------------------------------------------------
     @property

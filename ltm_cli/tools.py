@@ -133,7 +133,9 @@ def hit_data(hit: Hit) -> dict[str, Any]:
 
 def _hits_result(query: str, hits: list[Hit]) -> ToolResult:
     items = [hit_data(h) for h in hits]
+    warnings = list(getattr(hits, "warnings", ()))
     lines = [f"{len(items)} result(s) for {query!r}" if items else f"no stored memory matches {query!r}"]
+    lines += [f"warning: {w}" for w in warnings]
     for item in items:
         extra = ""
         if item["kind"] == "history" and item.get("outcome"):
@@ -153,7 +155,10 @@ def _hits_result(query: str, hits: list[Hit]) -> ToolResult:
                 lines.append(f"  #{turn['seq']} {turn['name'] or turn['role']}: {said}")
         else:
             lines.append(item["text"])
-    return ToolResult({"query": query, "hits": items}, "\n".join(lines))
+    data: dict[str, Any] = {"query": query, "hits": items}
+    if warnings:
+        data["warnings"] = warnings
+    return ToolResult(data, "\n".join(lines))
 
 
 def _search_args(args: dict[str, Any]) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def root(
 
 
 def _register() -> None:
-    from ltm_cli.cli import config_cmd, db, docs, eval_cmd, history, ingest, mcp, notes, search, settings, stores
+    from ltm_cli.cli import config_cmd, db, docs, embed, eval_cmd, history, ingest, mcp, notes, search, settings, stores
     from ltm_cli.cli.transfer import export, import_
 
     app.add_typer(db.app, name="db")
@@ -101,6 +101,7 @@ def _register() -> None:
     app.add_typer(notes.app, name="note")
     app.add_typer(settings.app, name="settings")
     app.add_typer(stores.app, name="store")
+    app.add_typer(embed.app, name="embed")
     app.add_typer(config_cmd.app, name="config")
     app.command("export")(export)
     app.command("import")(import_)

@@ -102,6 +102,8 @@ def search(
                              meta=parse_meta(meta), since=since, until=until, role=role, outcome=outcome,
                              conversation=conversation, about=about, closed=closed, context=context,
                              diverse=diverse, include_toc=include_toc)
+    for warning in hits.warnings:  # stderr: --json and --jsonl stdout stay the array of hits
+        out.warning(warning)
     out.data(hits, lambda rows: render_hits(out, rows))
 
 

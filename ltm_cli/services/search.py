@@ -90,6 +90,15 @@ class Hit:
     superseded_by: int | None = None
 
 
+class Hits(list):
+    """Search results, best first (a plain list to every caller), with `warnings` about what the search could
+    not see: rows without a vector in the embedder's space are found by keyword only."""
+
+    def __init__(self, hits: Sequence[Hit] = (), warnings: Sequence[str] = ()) -> None:
+        super().__init__(hits)
+        self.warnings = list(warnings)
+
+
 def citation(location: dict[str, Any]) -> str:
     """Where a passage came from: page N, a heading path, or METHOD /path."""
     if "method" in location:
@@ -313,7 +322,7 @@ def _diversify(conn: Connection, space: int, fused: Fused, limit: int) -> Fused:
 def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str, *, mode: str = "hybrid",
            limit: int = 10, filters: Filters | None = None, candidates: int = CANDIDATES, context: int = 0,
            fusion: str = "convex", feedback: bool = True, diverse: bool = False,
-           include_toc: bool = False) -> list[Hit]:
+           include_toc: bool = False) -> Hits:
     """The best `limit` passages or messages for a query; `context` adds neighbouring turns to history hits.
 
     Hybrid: BM25 and vector legs fused by score (min-max scaled, ALPHA on the vector side), then one round of
@@ -339,9 +348,15 @@ def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str,
     with db.connect() as conn:
         sid = store.id(conn, create=False)
         if sid is None:
-            return []
+            return Hits()
         space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim) if qvec is not None \
             else None
+        warnings = []
+        if qvec is not None:
+            from ltm_cli.services import embedspace
+
+            said = embedspace.warning(embedspace.unembedded(conn, sid, space, kinds), embedder, store, mode)
+            warnings = [said] if said else []
         dim = embedder.dim if embedder is not None else 0
         literal = vectors.vector_literal(qvec) if qvec is not None else None
         scopes = filter_scopes(conn, kinds, filters, sid)
@@ -387,4 +402,4 @@ def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str,
                             "tool_name": t.tool_name, "tool_args": t.tool_args, "tool_result": t.tool_result,
                             "outcome": t.outcome, "outcome_note": t.outcome_note, "created_at": t.created_at}
                            for t in around.get(hit.id, [])]
-    return hits
+    return Hits(hits, warnings)

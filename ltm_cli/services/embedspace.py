@@ -1,0 +1,239 @@
+"""Embedding spaces of a store: which rows have a vector in which space, and migrating them to another space."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ltm_cli.services.embedding import EMBED_BATCH, Progress, content_hash, embed_and_cache, no_progress, space_of
+from ltm_cli.storage import vectors
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from ltm_cli.config import Config
+    from ltm_cli.embedders.base import Embedder
+    from ltm_cli.storage.engine import Database
+    from ltm_cli.storage.stores import StoreRef
+
+# Search kind -> (table, what the status and migrate reports call its rows). Rows without an embed_hash (none
+# are written today) can never have a vector, so they are left out of every count.
+TABLES = {"docs": ("chunks", "chunks"), "history": ("messages", "messages"), "notes": ("notes", "notes")}
+
+
+def _label(embedder: Embedder) -> str:
+    return f"{embedder.provider}:{embedder.model} ({embedder.dim} dims)"
+
+
+def fix_command(store: StoreRef) -> str:
+    """The command that embeds what a store lacks in the configured space."""
+    return "ltm embed migrate" + (f" --store {store.name}" if store.name != "default" else "")
+
+
+# -- the search warning ------------------------------------------------------------------------------------
+def unembedded(conn: Connection, sid: int, space: int | None, kinds: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Per kind: (rows of the store, rows without a vector in `space`), in one query. Not cached: a cached
+    answer would go stale the moment an ingest or a migrate commits."""
+    from sqlalchemy import text
+
+    parts = []
+    for kind in kinds:
+        table = TABLES[kind][0]
+        lacking = "count(*)" if space is None else (
+            f"count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.space_id = {int(space)} "
+            f"AND e.content_hash = x.embed_hash))")
+        parts.append(f"SELECT '{kind}' AS kind, count(*) AS total, {lacking} AS lacking FROM {table} x "
+                     f"WHERE x.store_id = :s AND x.embed_hash IS NOT NULL")
+    if not parts:
+        return {}
+    return {r.kind: (r.total, r.lacking) for r in conn.execute(text(" UNION ALL ".join(parts)), {"s": sid})}
+
+
+def warning(counts: dict[str, tuple[int, int]], embedder: Embedder, store: StoreRef, mode: str) -> str | None:
+    """One line saying how many searched rows the vector leg cannot see, and the command that fixes it."""
+    lacking = sum(n for _, n in counts.values())
+    if not lacking:
+        return None
+    total = sum(t for t, _ in counts.values())
+    detail = ", ".join(f"{n} {TABLES[kind][1]}" for kind, (_, n) in counts.items() if n)
+    effect = "vector search cannot find them" if mode == "vector" else "search finds them by keyword only"
+    return (f"{lacking} of {total} stored texts ({detail}) have no vector for {_label(embedder)}: {effect}; "
+            f"run `{fix_command(store)}` to embed them")
+
+
+# -- status ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SpaceUse:
+    space_id: int | None
+    provider: str
+    model: str
+    dim: int
+    active: bool
+    chunks: int = 0
+    messages: int = 0
+    notes: int = 0
+
+
+@dataclass(frozen=True)
+class EmbedStatus:
+    store: str
+    active: str  # provider:model (dim dims) of the configured embedder
+    totals: dict[str, int]  # rows per table (chunks, messages, notes)
+    missing: dict[str, int]  # rows per table without a vector in the active space
+    spaces: list[SpaceUse] = field(default_factory=list)
+    fix: str | None = None  # the command that embeds the missing rows, when any are
+
+
+def status(db: Database, embedder: Embedder, store: StoreRef) -> EmbedStatus:
+    """Every space the store's rows have vectors in (and the configured one), with counts per table."""
+    from sqlalchemy import text
+
+    names = [name for _, name in TABLES.values()]
+    with db.connect() as conn:
+        sid = store.id(conn, create=False)
+        active = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim)
+        used: dict[int, dict[str, int]] = {}
+        totals = dict.fromkeys(names, 0)
+        if sid is not None:
+            for table, name in TABLES.values():
+                totals[name] = conn.execute(text(f"SELECT count(*) FROM {table} WHERE store_id = :s "
+                                                 "AND embed_hash IS NOT NULL"), {"s": sid}).scalar()
+                for r in conn.execute(text(
+                        f"SELECT e.space_id, count(*) AS n FROM {table} x JOIN embeddings e "
+                        f"ON e.content_hash = x.embed_hash WHERE x.store_id = :s GROUP BY e.space_id"), {"s": sid}):
+                    used.setdefault(r.space_id, dict.fromkeys(names, 0))[name] = r.n
+        ids = sorted(set(used) | ({active} if active is not None else set()))
+        rows = {r.id: r for r in conn.execute(text(
+            "SELECT id, provider, model, dim FROM embedding_spaces WHERE id = ANY(:ids)"), {"ids": ids})}
+    spaces = [SpaceUse(i, rows[i].provider, rows[i].model, rows[i].dim, i == active, **used.get(i, {}))
+              for i in ids]
+    if active is None:
+        spaces.append(SpaceUse(None, embedder.provider, embedder.model, embedder.dim, True))
+    have = next((s for s in spaces if s.active), None)
+    missing = {name: totals[name] - (getattr(have, name) if have else 0) for name in names}
+    return EmbedStatus(store.name, _label(embedder), totals, missing, spaces,
+                       fix_command(store) if any(missing.values()) else None)
+
+
+# -- migrate ---------------------------------------------------------------------------------------------
+def target_embedder(config: Config, to: str | None, dimensions: int | None) -> Embedder:
+    """The embedder named by `--to PROVIDER[:MODEL]` and `--dimensions` (unset: the configured one)."""
+    from ltm_cli.embedders import get_embedder
+    from ltm_cli.errors import InvalidInputError
+
+    changes: dict[str, Any] = {}
+    if to:
+        provider, _, model = to.partition(":")
+        changes["embedder"] = provider.strip()
+        if model.strip():
+            if provider.strip() != "openai":
+                raise InvalidInputError(f"the {provider} embedder has one model; give --to {provider}",
+                                        hint="only openai takes a model name: --to openai:text-embedding-3-large")
+            changes["embedding_model"] = model.strip()
+    if dimensions is not None:
+        if not 1 <= dimensions <= 4000:
+            raise InvalidInputError("--dimensions must be from 1 to 4000 (pgvector's halfvec)")
+        changes["embedding_dimensions"] = dimensions
+    return get_embedder(config.replace(**changes) if changes else config)
+
+
+@dataclass
+class Migrated:
+    store: str
+    target: str  # provider:model (dim dims)
+    dry_run: bool
+    rows: dict[str, int] = field(default_factory=dict)  # rows per table that lacked a vector in the target
+    texts: int = 0  # distinct texts to embed (or embedded)
+    tokens: int = 0  # their tokens (stored counts)
+    computed: int = 0  # vectors computed now
+    cached: int = 0  # vectors the target space already had for another store or row
+    skipped: int = 0  # rows whose stored hash does not match their text (left alone)
+
+
+def _texts_sql(kind: str) -> str:
+    """Each kind's rows lacking a vector in the space, with what its stored embed_hash was computed from."""
+    lacks = ("x.store_id = :s AND x.embed_hash IS NOT NULL AND x.id > :after AND NOT EXISTS (SELECT 1 FROM "
+             "embeddings e WHERE e.space_id = :sp AND e.content_hash = x.embed_hash)")
+    columns = {"docs": "x.heading, x.text", "history": "x.role, x.name, x.content, x.tool_name, x.tool_args, "
+               "x.tool_result", "notes": "x.text, x.about"}[kind]
+    return (f"SELECT x.id, x.embed_hash, {columns} FROM {TABLES[kind][0]} x WHERE {lacks} "
+            f"ORDER BY x.id LIMIT :n")
+
+
+def _embed_text(kind: str, row: Any) -> str:
+    """The text a row's embed_hash was computed from, built by the function that built it at write time."""
+    if kind == "docs":
+        from ltm_cli.chunking import Chunk
+
+        return Chunk(ordinal=0, text=row.text, heading=row.heading).embed_text
+    if kind == "notes":
+        from ltm_cli.services.notes import embed_body
+
+        return embed_body(row.text, row.about)
+    from ltm_cli.conversations import NewMessage, embed_text
+
+    return embed_text(NewMessage(row.role, row.content, row.name, row.tool_name, row.tool_args, row.tool_result))
+
+
+def _plan(conn: Connection, sid: int, space: int | None, result: Migrated) -> None:
+    """Dry run: rows, distinct texts and their tokens that the target space lacks."""
+    from sqlalchemy import text
+
+    lacks = "" if space is None else (f" AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.space_id = {int(space)} "
+                                      "AND e.content_hash = x.embed_hash)")
+    parts = [f"SELECT '{name}' AS kind, x.embed_hash, x.token_count FROM {table} x "
+             f"WHERE x.store_id = :s AND x.embed_hash IS NOT NULL{lacks}" for table, name in TABLES.values()]
+    row = conn.execute(text(
+        f"WITH t AS ({' UNION ALL '.join(parts)}), d AS (SELECT DISTINCT ON (embed_hash) token_count FROM t) "
+        "SELECT (SELECT coalesce(jsonb_object_agg(kind, n), '{}') FROM (SELECT kind, count(*) AS n FROM t "
+        "GROUP BY kind) k) AS rows, (SELECT count(*) FROM d) AS texts, "
+        "(SELECT coalesce(sum(token_count), 0) FROM d) AS tokens"), {"s": sid}).one()
+    result.rows = {name: int(row.rows.get(name, 0)) for _, name in TABLES.values()}
+    result.texts, result.tokens = int(row.texts), int(row.tokens)
+
+
+def migrate(db: Database, embedder: Embedder, store: StoreRef, *, dry_run: bool = False,
+            batch: int = EMBED_BATCH, progress: Progress | None = None) -> Migrated:
+    """Embed every chunk, message and note of the store that has no vector in `embedder`'s space.
+
+    Batch by batch, each committed (embed_and_cache): killed half-way, a re-run continues where it stopped.
+    Rows are not touched, only the shared cache grows, so searches keep using their own space meanwhile."""
+    from sqlalchemy import text
+
+    tick = progress or no_progress
+    result = Migrated(store.name, _label(embedder), dry_run, {name: 0 for _, name in TABLES.values()})
+    with db.connect() as conn:
+        sid = store.id(conn, create=False)
+        space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim)
+        if sid is not None and dry_run:
+            _plan(conn, sid, space, result)
+    if sid is None or dry_run:
+        return result
+    space = space_of(db, embedder)
+    with db.writing():  # `ltm db gc` waits: a vector written here is used by a row only once all are written
+        for kind, (_, name) in TABLES.items():
+            after = 0
+            while True:
+                with db.connect() as conn:
+                    rows = conn.execute(text(_texts_sql(kind)),
+                                        {"s": sid, "sp": space, "after": after, "n": batch}).all()
+                if not rows:
+                    break
+                after = rows[-1].id
+                texts: dict[bytes, str] = {}
+                for row in rows:
+                    body, stated = _embed_text(kind, row), bytes(row.embed_hash)
+                    if content_hash(body) != stated:
+                        result.skipped += 1
+                        continue
+                    texts.setdefault(stated, body)
+                result.rows[name] += len(rows)
+                done = embed_and_cache(db, embedder, space, texts, batch=batch)
+                result.computed += done.computed
+                result.cached += done.cached
+                result.texts += len(texts)
+                tick("migrated", {"kind": name, "rows": len(rows), "computed": done.computed})
+        with db.connect() as conn:
+            vectors.ensure_index(conn, space, embedder.dim)
+    return result
