@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ltm_cli.services.ingest import IngestSummary
     from ltm_cli.services.notes import NoteDetail, NoteInfo, Remembered
     from ltm_cli.services.recall import Recall
+    from ltm_cli.services.retention import Forgotten
     from ltm_cli.services.search import Hit, Hits
     from ltm_cli.services.settings import ImportResult, SetResult, Version
     from ltm_cli.services.stores import Stores
@@ -220,9 +221,22 @@ class Memory:
         return admin.status(self.db)
 
     def gc(self, *, dry_run: bool = False) -> Collected:
+        """Apply every store's retention policy (settings retention.history, retention.notes: 180d, 12w, 6m,
+        1y), then delete the vectors nothing uses. Refused (ConflictError) while a writer runs."""
         from ltm_cli.services import admin
 
         return admin.gc(self.db, dry_run=dry_run)
+
+    def forget(self, *, source: str | None = None, conversation: str | None = None, before: Time = None,
+               tag: str | None = None, dry_run: bool = True) -> Forgotten:
+        """Delete in one transaction everything from one origin: documents whose source matches the glob
+        `source`, one `conversation`, conversations last active `before` (a date or a period such as 180d),
+        documents and notes tagged `tag`, and notes derived from what goes; then collect unused vectors.
+        `dry_run` (the default) only lists what would go."""
+        from ltm_cli.services import retention
+
+        return retention.forget(self.db, self.store, source=source, conversation=conversation, before=before,
+                                tag=tag, dry_run=dry_run)
 
     def export(self, path: str, *, vectors: bool = False, only: Sequence[str] | None = None,
                stdout: Any = None) -> TransferExport:
@@ -323,12 +337,13 @@ class Docs(_Part):
                password_map: Mapping[str, str] | None = None, force: bool = False, dry_run: bool = False,
                stdin: Callable[[int], bytes] | None = None, stdin_name: str | None = None,
                follow_symlinks: bool = False, confine_to: Sequence[Any] = (), max_file_size: int | str | None = None,
-               progress: Progress | None = None) -> IngestSummary:
+               sync: bool = False, progress: Progress | None = None) -> IngestSummary:
         """Load, chunk, embed and store files, directories (recursive) and globs; "-" reads `stdin()`.
         Unchanged files are skipped; each document is written in one transaction. File links that lead out of
         a directory being walked are skipped unless `follow_symlinks`; with `confine_to`, nothing outside
         those directories is read. A file over `max_file_size` (bytes or "64MB"; default the configured
-        max_input_size) fails alone; `stdin(limit)` must return at most limit + 1 bytes."""
+        max_input_size) fails alone; `stdin(limit)` must return at most limit + 1 bytes. With `sync`, documents
+        from under the named directories whose files are gone are removed afterwards (`summary.removed`)."""
         from pathlib import Path
 
         from ltm_cli.parsing import check_range, parse_size
@@ -344,7 +359,7 @@ class Docs(_Part):
                                 password_map=dict(password_map or {}),
                                 stdin_name=stdin_name or ("stdin" if "-" in paths else None),
                                 follow_symlinks=follow_symlinks, confine_to=tuple(Path(p) for p in confine_to),
-                                max_file_size=limit)
+                                max_file_size=limit, sync=sync)
         return Ingestor(self._db, self._memory.config, self._memory.embedder, self._store, options, progress,
                         stdin=stdin).run([str(p) for p in paths])
 

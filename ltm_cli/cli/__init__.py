@@ -88,6 +88,7 @@ def root(
 
 def _register() -> None:
     from ltm_cli.cli import config_cmd, db, docs, embed, eval_cmd, history, ingest, mcp, notes, search, settings, stores
+    from ltm_cli.cli.forget import forget
     from ltm_cli.cli.transfer import export, import_
 
     app.add_typer(db.app, name="db")
@@ -105,6 +106,7 @@ def _register() -> None:
     app.add_typer(config_cmd.app, name="config")
     app.command("export")(export)
     app.command("import")(import_)
+    app.command("forget")(forget)
     app.command("mcp")(mcp.mcp)
     app.add_typer(mcp.tools_app, name="tools")
 

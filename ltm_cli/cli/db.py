@@ -21,8 +21,9 @@ def _render_status(out, st: admin.Status) -> None:
         ("size", f"{st.database_size_bytes / 1e6:.1f} MB"),
         *([("data dir", st.data_dir)] if st.data_dir else []),
     ])
-    out.table([s.__dict__ for s in st.stores],
-              ["name", "settings", "conversations", "messages", "documents", "chunks", "notes"],
+    out.table([{**s.__dict__, "retention": ", ".join(f"{k} {v}" for k, v in s.retention.items())}
+               for s in st.stores],
+              ["name", "settings", "conversations", "messages", "documents", "chunks", "notes", "retention"],
               title="stores", empty="no stores yet")
     if st.embedding_spaces:
         out.table([s.__dict__ for s in st.embedding_spaces], ["id", "provider", "model", "dim", "vectors", "index"],
@@ -74,14 +75,27 @@ def gc(
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; delete nothing."),
     json: bool = JSON_OPTION,
 ) -> None:
-    """Delete cached vectors nothing uses any more (after removing documents or conversations).
+    """Apply each store's retention policy, then delete cached vectors nothing uses any more.
 
+    Retention is a setting of the store: `ltm settings set retention.history 180d` deletes conversations whose
+    last turn is older; `retention.notes 1y` deletes notes closed longer ago (periods: 180d, 12w, 6m, 1y).
     Exit code 7 while an ingest or a history write is running."""
     s = state(ctx, json=json)
     out = renderer(s)
     done = s.memory().gc(dry_run=dry_run)
-    out.data(done, lambda d: out.success(f"{'would remove' if d.dry_run else 'removed'} {d.vectors} unused "
-                                         f"vector(s)"))
+    verb = "would remove" if done.dry_run else "removed"
+
+    def human(d) -> None:
+        for e in d.retention:
+            policy = ", ".join(f"{k} {v}" for k, v in e.policy.items())
+            if e.problem:
+                out.warning(f"store {e.store}: retention not applied: {e.problem}")
+                continue
+            out.message(f"store {e.store} (retention {policy}): {verb} {e.conversations} conversation(s), "
+                        f"{e.notes} closed note(s)")
+        out.success(f"{verb} {d.vectors} unused vector(s)")
+
+    out.data(done, human)
 
 
 @migrate_app.command("upgrade")

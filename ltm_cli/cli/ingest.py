@@ -47,6 +47,8 @@ def ingest(
                                            "also caps stdin)."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks",
                                          help="Follow file links that lead out of a directory being walked."),
+    sync: bool = typer.Option(False, "--sync", help="Also remove documents from under the named directories "
+                                                     "whose files are gone (--dry-run lists them)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; write nothing."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show loader warnings (e.g. pypdf's)."),
     store: str = STORE_OPTION,
@@ -85,7 +87,7 @@ def ingest(
             paths, include=include or (), exclude=exclude or (), tags=tag or (), meta=meta_values,
             passwords=password or (), password_map=passwords, force=force, dry_run=dry_run,
             stdin=lambda limit: read_limited(sys.stdin.buffer, limit, "standard input"), stdin_name=name,
-            follow_symlinks=follow_symlinks, max_file_size=max_file_size,
+            follow_symlinks=follow_symlinks, max_file_size=max_file_size, sync=sync,
             progress=progress)
     if out.machine:
         out.data(summary)
@@ -102,11 +104,14 @@ def ingest(
                 out.message(f"{result.display}: {len(result.warnings)} PDF warning(s) (--verbose shows them)")
         for result in summary.failed:
             out.error(f"{result.display}: {result.error}")
+        for source in summary.removed:
+            out.message(f"{'would remove' if dry_run else 'removed'} {source}: the file is gone")
         verb = "would ingest" if dry_run else "ingested"
+        gone = f", {len(summary.removed)} {'to remove' if dry_run else 'removed'}" if sync else ""
         (out.warning if summary.failed else out.success)(
             f"{verb}: {summary.count('added')} added, {summary.count('updated')} updated, "
             f"{summary.count('unchanged')} unchanged, {summary.count('skipped')} skipped, "
-            f"{len(summary.failed)} failed; {summary.chunks} chunks, {summary.embedded} embedded "
+            f"{len(summary.failed)} failed{gone}; {summary.chunks} chunks, {summary.embedded} embedded "
             f"({summary.cached} cached) in {summary.seconds:.1f}s")
     if summary.failed:
         raise typer.Exit(ExitCode.FAILURE)

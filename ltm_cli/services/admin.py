@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ltm_cli.errors import ConflictError, InvalidInputError
 from ltm_cli.storage.engine import SCHEMA_HEAD, WRITERS_LOCK, Database
+
+if TYPE_CHECKING:
+    from ltm_cli.services.retention import Expired
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,7 @@ class StoreCounts:
     documents: int
     chunks: int
     notes: int  # live ones
+    retention: dict[str, Any] = field(default_factory=dict)  # {"history": "180d", "notes": "1y"} as set
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,10 @@ def status(db: Database) -> Status:
         stores: list[StoreCounts] = []
         spaces: list[SpaceCounts] = []
         if revision is not None:
+            from ltm_cli.services.retention import policy
+
             rows = conn.execute(text("""
-                SELECT s.name,
+                SELECT s.id, s.name,
                   (SELECT count(DISTINCT key) FROM settings t WHERE t.store_id = s.id),
                   (SELECT count(*) FROM conversations c WHERE c.store_id = s.id),
                   (SELECT count(*) FROM messages m WHERE m.store_id = s.id),
@@ -73,7 +79,7 @@ def status(db: Database) -> Status:
                   (SELECT count(*) FROM chunks k WHERE k.store_id = s.id),
                   (SELECT count(*) FROM notes n WHERE n.store_id = s.id AND n.valid_until IS NULL)
                 FROM stores s ORDER BY s.name"""))
-            stores = [StoreCounts(*row) for row in rows]
+            stores = [StoreCounts(*row[1:], retention=policy(conn, row[0])) for row in rows.all()]
             rows = conn.execute(text("""
                 SELECT e.id, e.provider, e.model, e.dim,
                   (SELECT count(*) FROM embeddings v WHERE v.space_id = e.id),
@@ -161,14 +167,19 @@ def migration_history(db: Database | None) -> list[Revision]:
 class Collected:
     vectors: int
     dry_run: bool
+    retention: list[Expired] = field(default_factory=list)  # per store with a retention policy
 
 
-def gc(db: Database, *, dry_run: bool = False) -> Collected:
-    """Delete cached vectors that no chunk and no message of any store uses any more.
+def gc(db: Database, *, dry_run: bool = False, retention: bool = True) -> Collected:
+    """Apply each store's retention policy (`retention.history`, `retention.notes`), then delete cached vectors
+    that no chunk, message or note of any store uses any more. A dry run does both and rolls back, so its
+    counts include the vectors the expired rows free.
 
     Refused (conflict) while an ingest or a history write runs: they write vectors before the rows that use
     them, and those vectors must not go."""
     from sqlalchemy import text
+
+    from ltm_cli.services.retention import expire
 
     unused = ("FROM embeddings e WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.embed_hash = e.content_hash) "
               "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.embed_hash = e.content_hash) "
@@ -177,6 +188,10 @@ def gc(db: Database, *, dry_run: bool = False) -> Collected:
         if not conn.execute(text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"),
                             {"k": WRITERS_LOCK}).scalar():
             raise ConflictError("an ingest or a history write is running", hint="run `ltm db gc` when it ends")
-        if dry_run:
-            return Collected(conn.execute(text(f"SELECT count(*) {unused}")).scalar_one(), True)
-        return Collected(conn.execute(text(f"DELETE {unused}")).rowcount, False)
+        savepoint = conn.begin_nested() if dry_run else None
+        expired = expire(conn) if retention else []
+        if savepoint is not None:
+            count = conn.execute(text(f"SELECT count(*) {unused}")).scalar_one()
+            savepoint.rollback()
+            return Collected(count, True, expired)
+        return Collected(conn.execute(text(f"DELETE {unused}")).rowcount, False, expired)

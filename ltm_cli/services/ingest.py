@@ -64,6 +64,7 @@ class IngestSummary:
     cached: int = 0  # vectors found in the cache
     seconds: float = 0.0
     dry_run: bool = False
+    removed: list[str] = field(default_factory=list)  # sources whose files are gone (--sync)
 
     def count(self, status: str) -> int:
         return sum(1 for f in self.files if f.status == status)
@@ -87,6 +88,7 @@ class IngestOptions:
     follow_symlinks: bool = False  # follow file links that lead out of the directory being walked
     confine_to: tuple[Path, ...] = ()  # when set, nothing outside these (resolved) directories is read
     max_file_size: int = 64 << 20  # bytes; a larger file (or standard input) fails alone, unread
+    sync: bool = False  # afterwards, remove documents from under the named directories whose files are gone
 
 
 # -- discovery ----------------------------------------------------------------------------------------
@@ -168,6 +170,15 @@ def discover(paths: Sequence[str], options: IngestOptions) -> tuple[list[Candida
     return found, problems
 
 
+def _sync_dirs(paths: Sequence[str]) -> list[Path]:
+    """The directories --sync keeps in step (resolved). One that does not exist is not synced: an unmounted
+    disk or a typo must not empty the store."""
+    dirs = [Path(p).expanduser().resolve() for p in paths if p != "-" and Path(p).expanduser().is_dir()]
+    if not dirs:
+        raise InvalidInputError("--sync needs a directory", hint="name the directory whose files you ingested")
+    return dirs
+
+
 def _printable(name: str) -> str:
     """A file name as text: names that are not UTF-8 (kept by Python as surrogates, which PostgreSQL cannot
     store) get their odd bytes written as \\xNN, the same way every time, so a re-ingest finds the document."""
@@ -224,6 +235,7 @@ class Ingestor:
 
     def _run(self, paths: Sequence[str]) -> IngestSummary:
         start = time.perf_counter()
+        synced = _sync_dirs(paths) if self.options.sync else []
         candidates, problems = discover(paths, self.options)
         self.summary.files.extend(problems)
         if not candidates and not problems:
@@ -239,6 +251,8 @@ class Ingestor:
                 if sum(len(p.chunks) for p in self._pending) >= EMBED_BATCH:
                     self._flush()
             self._flush()
+            if synced:
+                self._sync(synced, {c.source for c in candidates})
         finally:
             if not self.options.dry_run:
                 with self.db.connect() as conn:
@@ -248,6 +262,24 @@ class Ingestor:
                     self.db.analyze("chunks", "documents", "embeddings")
             self.summary.seconds = time.perf_counter() - start
         return self.summary
+
+    def _sync(self, dirs: Sequence[Path], found: set[str]) -> None:
+        """Documents ingested from under `dirs` whose files no longer exist go (a dry run lists them). A file
+        still there but not read this time (excluded, hidden, unreadable) keeps its document."""
+        from sqlalchemy import text
+
+        if self._store_id is None:
+            return
+        prefixes = {f"p{n}": _printable(str(d)).rstrip("/") + "/" for n, d in enumerate(dirs)}
+        under = " OR ".join(f"starts_with(source, :{key})" for key in prefixes)
+        with self.db.connect() as conn:
+            rows = conn.execute(text(f"SELECT id, source FROM documents WHERE store_id = :s AND ({under}) "
+                                     f"ORDER BY source FOR UPDATE"), {"s": self._store_id, **prefixes}).all()
+            gone = [(doc_id, source) for doc_id, source in rows
+                    if source not in found and not os.path.exists(source)]
+            if gone and not self.options.dry_run:
+                conn.execute(text("DELETE FROM documents WHERE id = ANY(:ids)"), {"ids": [i for i, _ in gone]})
+        self.summary.removed = [source for _, source in gone]
 
     # one file: read, skip if unchanged, load and chunk (no database writes yet)
     def _one(self, candidate: Candidate) -> None:
