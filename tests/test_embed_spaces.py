@@ -15,6 +15,22 @@ from ltm_cli.memory import Memory
 NEW_SPACE = {"LTM_EMBEDDING_DIMENSIONS": "64"}  # the hash embedder at another size: another space
 
 
+@pytest.fixture(autouse=True)
+def _only_the_default_hash_space_after(store: str) -> None:
+    """The session's database is shared: spaces these tests make (and their indexes) go with them, as other
+    tests expect the hash embedder to have one space."""
+    yield
+    from sqlalchemy import text
+
+    from ltm_cli.storage import vectors
+
+    extra = "FROM embedding_spaces WHERE provider = 'hash' AND dim <> 384"
+    with Memory.open(store) as memory, memory.db.connect() as conn:
+        for space in conn.execute(text(f"SELECT id {extra}")).scalars().all():
+            vectors.drop_index(conn, space)
+        conn.execute(text(f"DELETE {extra}"))  # their vectors go too (ON DELETE CASCADE)
+
+
 @pytest.fixture
 def filled(cli, tmp_path: Path) -> None:
     """A store with one chunk, two messages and one note, embedded in the default hash space (384)."""
