@@ -32,9 +32,14 @@ def fix_command(store: StoreRef) -> str:
 
 
 # -- the search warning ------------------------------------------------------------------------------------
+WARNING_SAMPLE = 200  # newest rows per kind a search checks for vectors in its space
+
+
 def unembedded(conn: Connection, sid: int, space: int | None, kinds: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """Per kind: (rows of the store, rows without a vector in `space`), in one query. Not cached: a cached
-    answer would go stale the moment an ingest or a migrate commits."""
+    """Per kind: (rows checked, rows without a vector in `space`) among the store's newest WARNING_SAMPLE rows,
+    in one query. A sample keeps every search cheap at any size (a full count is `ltm embed status`): after a
+    model change no row has a vector, and `ltm embed migrate` works oldest first, so rows it has not reached
+    yet are always among the newest. Not cached: it would go stale the moment an ingest or a migrate commits."""
     from sqlalchemy import text
 
     parts = []
@@ -43,8 +48,11 @@ def unembedded(conn: Connection, sid: int, space: int | None, kinds: Sequence[st
         lacking = "count(*)" if space is None else (
             f"count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.space_id = {int(space)} "
             f"AND e.content_hash = x.embed_hash))")
-        parts.append(f"SELECT '{kind}' AS kind, count(*) AS total, {lacking} AS lacking FROM {table} x "
-                     f"WHERE x.store_id = :s AND x.embed_hash IS NOT NULL")
+        # The newest ids come from an index-only scan of (store_id, id); joining back by primary key keeps the
+        # planner off a backward walk of the whole primary key through other stores' newer rows.
+        parts.append(f"SELECT '{kind}' AS kind, count(*) AS total, {lacking} AS lacking FROM (SELECT id FROM {table} "
+                     f"WHERE store_id = :s ORDER BY id DESC LIMIT {WARNING_SAMPLE}) newest "
+                     f"JOIN {table} x ON x.id = newest.id WHERE x.embed_hash IS NOT NULL")
     if not parts:
         return {}
     return {r.kind: (r.total, r.lacking) for r in conn.execute(text(" UNION ALL ".join(parts)), {"s": sid})}
@@ -58,8 +66,10 @@ def warning(counts: dict[str, tuple[int, int]], embedder: Embedder, store: Store
     total = sum(t for t, _ in counts.values())
     detail = ", ".join(f"{n} {TABLES[kind][1]}" for kind, (_, n) in counts.items() if n)
     effect = "vector search cannot find them" if mode == "vector" else "search finds them by keyword only"
-    return (f"{lacking} of {total} stored texts ({detail}) have no vector for {_label(embedder)}: {effect}; "
-            f"run `{fix_command(store)}` to embed them")
+    sampled = any(t >= WARNING_SAMPLE for t, _ in counts.values())
+    of = f"{lacking} of the {total} newest stored texts checked" if sampled else f"{lacking} of {total} stored texts"
+    return (f"{of} ({detail}) have no vector for {_label(embedder)}: {effect}; "
+            f"run `{fix_command(store)}` to embed them (`ltm embed status` counts them all)")
 
 
 # -- status ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 # The newest migration. tests/test_migrations.py checks it against Alembic's own head so the two never drift;
 # keeping it here spares every command the import of Alembic just to compare revisions.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 WRITERS_LOCK = "ltm:vector-writers"  # advisory lock key: shared by writers, exclusive for `db gc`
 MIGRATION_LOCK_KEY = 7_107_949  # pg_advisory_xact_lock key held while migrating ("ltm" in ASCII)
 

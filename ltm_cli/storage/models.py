@@ -124,7 +124,7 @@ class Message(Base):
         Index("ix_messages_tsv", "tsv", postgresql_using="gin"),
         Index("ix_messages_store_created", "store_id", "created_at"),
         Index("ix_messages_embed_hash", "embed_hash"),
-        Index("ix_messages_store_len", "store_id", postgresql_include=["token_count"]),
+        Index("ix_messages_store_len", "store_id", "id", postgresql_include=["token_count"]),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
@@ -166,7 +166,7 @@ class Chunk(Base):
     __table_args__ = (
         UniqueConstraint("document_id", "ordinal"),
         Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
-        Index("ix_chunks_store", "store_id", postgresql_include=["token_count"]),
+        Index("ix_chunks_store", "store_id", "id", postgresql_include=["token_count"]),
         Index("ix_chunks_embed_hash", "embed_hash"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -189,7 +189,7 @@ class Note(Base):
     __table_args__ = (
         Index("ix_notes_tsv", "tsv", postgresql_using="gin"),
         Index("ix_notes_store_about", "store_id", "about"),
-        Index("ix_notes_store_len", "store_id", postgresql_include=["token_count"]),
+        Index("ix_notes_store_len", "store_id", "id", postgresql_include=["token_count"]),
         Index("ix_notes_embed_hash", "embed_hash"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
