@@ -69,16 +69,9 @@ def status(db: Database) -> Status:
         spaces: list[SpaceCounts] = []
         if revision is not None:
             from ltm_cli.services.retention import policy
+            from ltm_cli.services.stores import COUNTS
 
-            rows = conn.execute(text("""
-                SELECT s.id, s.name,
-                  (SELECT count(DISTINCT key) FROM settings t WHERE t.store_id = s.id),
-                  (SELECT count(*) FROM conversations c WHERE c.store_id = s.id),
-                  (SELECT count(*) FROM messages m WHERE m.store_id = s.id),
-                  (SELECT count(*) FROM documents d WHERE d.store_id = s.id),
-                  (SELECT count(*) FROM chunks k WHERE k.store_id = s.id),
-                  (SELECT count(*) FROM notes n WHERE n.store_id = s.id AND n.valid_until IS NULL)
-                FROM stores s ORDER BY s.name"""))
+            rows = conn.execute(text(f"SELECT s.id, s.name, {COUNTS} FROM stores s ORDER BY s.name"))
             stores = [StoreCounts(*row[1:], retention=policy(conn, row[0])) for row in rows.all()]
             rows = conn.execute(text("""
                 SELECT e.id, e.provider, e.model, e.dim,

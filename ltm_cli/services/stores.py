@@ -46,15 +46,15 @@ class Removed:
     store: StoreInfo
 
 
-_INFO = """
-    SELECT s.name, s.created_at,
+# What a store holds, per kind, as columns over `stores s` (`ltm store list` and `ltm db status` both show it).
+COUNTS = """
       (SELECT count(DISTINCT key) FROM settings t WHERE t.store_id = s.id),
       (SELECT count(*) FROM conversations c WHERE c.store_id = s.id),
       (SELECT count(*) FROM messages m WHERE m.store_id = s.id),
       (SELECT count(*) FROM documents d WHERE d.store_id = s.id),
       (SELECT count(*) FROM chunks k WHERE k.store_id = s.id),
-      (SELECT count(*) FROM notes n WHERE n.store_id = s.id AND n.valid_until IS NULL)
-    FROM stores s"""
+      (SELECT count(*) FROM notes n WHERE n.store_id = s.id AND n.valid_until IS NULL)"""
+_INFO = f"SELECT s.name, s.created_at, {COUNTS} FROM stores s"
 
 # Copying a store, table by table. New ids come from each table's own sequence, recorded in temporary maps so
 # that the rows pointing at them (messages at conversations, chunks at documents, notes at notes, messages
