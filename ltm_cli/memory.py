@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ltm_cli.services.distill import DistillSummary
     from ltm_cli.services.documents import DocumentDetail, DocumentInfo
     from ltm_cli.services.embedding import Progress
-    from ltm_cli.services.embedspace import EmbedStatus, Migrated
+    from ltm_cli.services.embedspace import Dropped, EmbedStatus, Migrated, Switched
     from ltm_cli.services.evaluate import Baseline, Golden, Report
     from ltm_cli.services.filters import Filters
     from ltm_cli.services.history import Added, ConversationInfo, ImportSummary, MessageInfo
@@ -65,6 +65,8 @@ class Memory:
         self.db = db if db is not None else Database(config)
         self.store = StoreRef(config.store)
         self._embedder = embedder
+        self._explicit = embedder is not None  # an instance the caller gave wins over the store's space
+        self.embedder_source = "given by the caller" if embedder is not None else None
         self.settings = Settings(self)
         self.docs = Docs(self)
         self.history = History(self)
@@ -87,7 +89,8 @@ class Memory:
 
     def with_store(self, name: str) -> Memory:
         """The same database and embedder, another store."""
-        return Memory(self.config.replace(store=name), embedder=self._embedder, db=self.db)
+        return Memory(self.config.replace(store=name), embedder=self._embedder if self._explicit else None,
+                      db=self.db)
 
     @property
     def store_name(self) -> str:
@@ -95,11 +98,13 @@ class Memory:
 
     @property
     def embedder(self) -> Embedder:
-        """Built on first use and kept: the local model loads once per process."""
+        """Built on first use and kept: the local model loads once per process. The store's active space (its
+        `embedding.space` setting, see `embed_switch`) wins over the configured embedder; `embedder_source`
+        says which was used."""
         if self._embedder is None:
-            from ltm_cli.embedders import get_embedder
+            from ltm_cli.services import embedspace
 
-            self._embedder = get_embedder(self.config)
+            self._embedder, self.embedder_source = embedspace.store_embedder(self.db, self.config, self.store)
         return self._embedder
 
     def close(self) -> None:
@@ -193,7 +198,8 @@ class Memory:
         """Each embedding space this store's rows have vectors in, the configured one marked active."""
         from ltm_cli.services import embedspace
 
-        return embedspace.status(self.db, self.embedder, self.store)
+        embedder = self.embedder
+        return embedspace.status(self.db, embedder, self.store, source=self.embedder_source)
 
     def embed_migrate(self, *, to: str | None = None, dimensions: int | None = None, dry_run: bool = False,
                       batch: int | None = None, progress: Progress | None = None) -> Migrated:
@@ -206,6 +212,32 @@ class Memory:
             embedspace.target_embedder(self.config, to, dimensions)
         return embedspace.migrate(self.db, target, self.store, dry_run=dry_run, progress=progress,
                                   batch=batch or embedspace.EMBED_BATCH)
+
+    def embed_switch(self, to: str | None = None, *, dimensions: int | None = None, back: bool = False,
+                     force: bool = False, note: str | None = None, by: str | None = None) -> Switched:
+        """Make a space (`to` "provider[:model]" and `dimensions`, default the configured embedder) the store's
+        active one, as a new version of its `embedding.space` setting; `back` returns to the previous one.
+        ConflictError when rows lack a vector there, unless `force` (run `embed_migrate(to=...)` first)."""
+        from ltm_cli.services import embedspace
+
+        if back:
+            result = embedspace.switch_back(self.db, self.config, self.store, force=force, note=note, author=by)
+        else:
+            target = embedspace.target_embedder(self.config, to, dimensions)
+            result = embedspace.switch(self.db, target, self.store, force=force, note=note, author=by)
+        self._embedder = None if not self._explicit else self._embedder  # rebuilt from the new setting
+        return result
+
+    def embed_drop(self, space: str, *, dimensions: int | None = None,
+                   confirm: Callable[[Dropped], None] | None = None) -> Dropped:
+        """Delete a space's vectors and its HNSW index (`space` an id or "provider:model"); refused for the
+        active space of any store. `confirm` sees what would go and may raise to stop it."""
+        from ltm_cli.services import embedspace
+
+        found = embedspace.find_droppable(self.db, self.config, space, dimensions)
+        if confirm is not None:
+            confirm(found)
+        return embedspace.drop(self.db, found)
 
     # -- administration --------------------------------------------------------------------------------
     @property

@@ -149,3 +149,76 @@ def test_interrupted_migrate_keeps_its_committed_batches_and_a_rerun_finishes(fi
         assert sum(memory.embed_status().missing.values()) == 0
         hits = memory.search("reset the router", kind="all")
         assert hits.warnings == [] and any(h.vector_rank is not None for h in hits)
+
+
+# -- switching the store's active space, and dropping old ones ---------------------------------------------
+def _switch(cli, *args: str):
+    return cli("embed", "switch", *args, "--json")
+
+
+def test_switch_after_migrate_makes_search_use_the_new_space(cli, filled) -> None:
+    assert cli("embed", "migrate", "--to", "hash", "--dimensions", "64").exit_code == 0
+    done = _switch(cli, "hash", "--dimensions", "64", "--by", "tester")
+    assert done.exit_code == 0 and json.loads(done.stdout)["value"]["dim"] == 64
+    # Written now, this note has a vector in the 64-dim space only: a vector hit proves search used it.
+    assert cli("note", "add", "the modem blinks amber when the firmware updates").exit_code == 0
+    hits = json.loads(cli("search", "modem firmware amber", "--kind", "notes", "--mode", "vector", "--json").stdout)
+    assert any("modem" in hit["text"] and hit["vector_rank"] is not None for hit in hits)
+    status = json.loads(cli("embed", "status", "--json").stdout)
+    assert [s["dim"] for s in status["spaces"] if s["active"]] == [64] and status["fix"] is None
+    assert "embedding.space" in status["source"] and "tester" in status["source"]
+    history = json.loads(cli("settings", "history", "embedding.space", "--json").stdout)
+    assert history[-1]["author"] == "tester" and history[-1]["value"]["dim"] == 64
+
+
+def test_the_store_setting_wins_over_the_configured_embedder(cli, filled, store: str) -> None:
+    assert _switch(cli, "hash", "--dimensions", "64", "--force").exit_code == 0
+    with Memory.open(store, embedder="hash", embedding_dimensions=96) as memory:
+        assert memory.embedder.dim == 64 and "embedding.space" in (memory.embedder_source or "")
+    with Memory.open(store, embedder=HashEmbedder(dim=96)) as memory:  # an instance given by the caller wins
+        assert memory.embedder.dim == 96
+
+
+def test_switch_back_returns_to_the_previous_space(cli, filled) -> None:
+    assert cli("embed", "migrate", "--to", "hash", "--dimensions", "64").exit_code == 0
+    assert _switch(cli, "hash", "--dimensions", "64").exit_code == 0
+    back = _switch(cli, "--back")
+    assert back.exit_code == 0 and "384 dims" in json.loads(back.stdout)["space"]
+    status = json.loads(cli("embed", "status", "--json").stdout)
+    assert [s["dim"] for s in status["spaces"] if s["active"]] == [384]
+    assert _switch(cli, "hash", "--dimensions", "64").exit_code == 0
+    assert _switch(cli, "hash", "--dimensions", "32", "--force").exit_code == 0
+    again = _switch(cli, "--back")
+    assert again.exit_code == 0 and json.loads(again.stdout)["value"]["dim"] == 64
+
+
+def test_switch_is_refused_without_vectors_and_allowed_with_force(cli, filled) -> None:
+    refused = cli("embed", "switch", "hash", "--dimensions", "64")
+    assert refused.exit_code == 7
+    assert "4 row(s)" in refused.stderr and "ltm embed migrate --to hash --dimensions 64" in refused.stderr
+    assert json.loads(cli("embed", "status", "--json").stdout)["active"].endswith("(384 dims)")
+    forced = _switch(cli, "hash", "--dimensions", "64", "--force")
+    assert forced.exit_code == 0 and sum(json.loads(forced.stdout)["lacking"].values()) == 4
+    assert json.loads(cli("embed", "status", "--json").stdout)["active"].endswith("(64 dims)")
+
+
+def test_drop_refuses_the_active_space_and_drops_an_old_one(cli, filled, store: str) -> None:
+    from sqlalchemy import text
+
+    from ltm_cli.storage import vectors
+
+    assert cli("embed", "migrate", "--to", "hash", "--dimensions", "40").exit_code == 0
+    assert _switch(cli, "hash", "--dimensions", "40").exit_code == 0
+    refused = cli("embed", "drop", "hash:feature-hash-v1", "--dimensions", "40", "--yes")
+    assert refused.exit_code == 7 and store in refused.stderr
+    assert _switch(cli, "--back").exit_code == 0
+    with Memory.open(store) as memory, memory.db.connect() as conn:
+        space = vectors.find_space(conn, "hash", "feature-hash-v1", 40)
+        assert vectors.has_index(conn, space)
+    assert cli("embed", "drop", str(space)).exit_code == 4  # no terminal to ask on, and no --yes
+    dropped = cli("embed", "drop", str(space), "--yes", "--json")
+    assert dropped.exit_code == 0 and json.loads(dropped.stdout)["vectors"] == 4
+    with Memory.open(store) as memory, memory.db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM embeddings WHERE space_id = :s"), {"s": space}).scalar() == 0
+        assert not vectors.has_index(conn, space)
+    assert cli("embed", "drop", "hash", "--dimensions", "384", "--yes").exit_code == 7  # the configured one

@@ -88,15 +88,16 @@ class SpaceUse:
 @dataclass(frozen=True)
 class EmbedStatus:
     store: str
-    active: str  # provider:model (dim dims) of the configured embedder
+    active: str  # provider:model (dim dims) of the active space
     totals: dict[str, int]  # rows per table (chunks, messages, notes)
     missing: dict[str, int]  # rows per table without a vector in the active space
     spaces: list[SpaceUse] = field(default_factory=list)
     fix: str | None = None  # the command that embeds the missing rows, when any are
+    source: str | None = None  # why that space is active: the store's embedding.space setting, or configuration
 
 
-def status(db: Database, embedder: Embedder, store: StoreRef) -> EmbedStatus:
-    """Every space the store's rows have vectors in (and the configured one), with counts per table."""
+def status(db: Database, embedder: Embedder, store: StoreRef, *, source: str | None = None) -> EmbedStatus:
+    """Every space the store's rows have vectors in (and the active one), with counts per table."""
     from sqlalchemy import text
 
     names = [name for _, name in TABLES.values()]
@@ -123,7 +124,7 @@ def status(db: Database, embedder: Embedder, store: StoreRef) -> EmbedStatus:
     have = next((s for s in spaces if s.active), None)
     missing = {name: totals[name] - (getattr(have, name) if have else 0) for name in names}
     return EmbedStatus(store.name, _label(embedder), totals, missing, spaces,
-                       fix_command(store) if any(missing.values()) else None)
+                       fix_command(store) if any(missing.values()) else None, source)
 
 
 # -- migrate ---------------------------------------------------------------------------------------------
@@ -247,3 +248,222 @@ def migrate(db: Database, embedder: Embedder, store: StoreRef, *, dry_run: bool 
         with db.connect() as conn:
             vectors.ensure_index(conn, space, embedder.dim)
     return result
+
+
+# -- the store's active space ----------------------------------------------------------------------------
+SPACE_KEY = "embedding.space"  # per-store setting {"provider", "model", "dim"}: versioned, so switches have history
+
+
+def space_value(embedder: Embedder) -> dict[str, Any]:
+    return {"provider": embedder.provider, "model": embedder.model, "dim": int(embedder.dim)}
+
+
+def _value_label(value: dict[str, Any]) -> str:
+    return f"{value['provider']}:{value['model']} ({value['dim']} dims)"
+
+
+def embedder_of(config: Config, value: dict[str, Any]) -> Embedder:
+    """The registry's embedder for a stored space, from the configuration with provider, model and dim replaced
+    (only openai takes a model name; the local model has one size)."""
+    from ltm_cli.embedders import get_embedder
+    from ltm_cli.errors import ConfigError
+
+    provider = value.get("provider")
+    changes: dict[str, Any] = {"embedder": provider}
+    if provider == "openai":
+        changes["embedding_model"] = value.get("model")
+    changes["embedding_dimensions"] = None if provider == "local" else value.get("dim")
+    built = get_embedder(config.replace(**changes))
+    if (built.provider, built.model) != (provider, value.get("model")):
+        raise ConfigError(f"the store's embedding space {_value_label(value)} cannot be built: this ltm's "
+                          f"{provider} embedder is {built.provider}:{built.model}",
+                          hint="run `ltm embed switch --back`, or `ltm embed switch` to the configured embedder")
+    return built
+
+
+def store_embedder(db: Database, config: Config, store: StoreRef) -> tuple[Embedder, str]:
+    """The embedder of the store's active space and why: its `embedding.space` setting when set (it wins over
+    the configured embedder, so every process searches the space the store was switched to), else the
+    configuration's."""
+    from ltm_cli.embedders import get_embedder
+    from ltm_cli.services import settings
+
+    current = next((v for v in settings.list_active(db, store, SPACE_KEY) if v.key == SPACE_KEY), None)
+    if current is None or not isinstance(current.value, dict):
+        return get_embedder(config), "configured (LTM_EMBEDDER / config file)"
+    by = f" by {current.author}" if current.author else ""
+    why = f"store setting {SPACE_KEY} (version {current.version}{by}, {current.created_at:%Y-%m-%d %H:%M})"
+    if config.embedder and config.embedder != current.value.get("provider"):
+        why += f"; it overrides the configured embedder {config.embedder}"
+    return embedder_of(config, current.value), why
+
+
+def migrate_command(embedder: Embedder, store: StoreRef) -> str:
+    """The command that embeds the store's rows into `embedder`'s space."""
+    to = embedder.provider + (f":{embedder.model}" if embedder.provider == "openai" else "")
+    dims = f" --dimensions {embedder.dim}" if embedder.provider != "local" else ""
+    return f"ltm embed migrate --to {to}{dims}" + (f" --store {store.name}" if store.name != "default" else "")
+
+
+def lacking(conn: Connection, sid: int | None, space: int | None) -> dict[str, int]:
+    """Per table: the store's rows without a vector in `space` (all of them when the space does not exist)."""
+    from sqlalchemy import text
+
+    counts = {name: 0 for _, name in TABLES.values()}
+    if sid is None:
+        return counts
+    for table, name in TABLES.values():
+        lacks = "" if space is None else (" AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.space_id = :sp "
+                                          "AND e.content_hash = x.embed_hash)")
+        counts[name] = conn.execute(text(f"SELECT count(*) FROM {table} x WHERE x.store_id = :s "
+                                         f"AND x.embed_hash IS NOT NULL{lacks}"), {"s": sid, "sp": space}).scalar()
+    return counts
+
+
+@dataclass(frozen=True)
+class Switched:
+    store: str
+    space: str  # provider:model (dim dims) now active
+    value: dict[str, Any] | None  # the setting's value; None when the store went back to the configured embedder
+    version: int | None
+    changed: bool
+    lacking: dict[str, int] = field(default_factory=dict)  # rows without a vector there (only with --force)
+
+
+def _check_vectors(db: Database, embedder: Embedder, store: StoreRef, force: bool) -> dict[str, int]:
+    from ltm_cli.errors import ConflictError
+
+    with db.connect() as conn:
+        sid = store.id(conn, create=False)
+        space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim)
+        counts = lacking(conn, sid, space)
+        if space is not None and not force:
+            vectors.ensure_index(conn, space, embedder.dim)
+    n = sum(counts.values())
+    if n and not force:
+        detail = ", ".join(f"{k} {name}" for name, k in counts.items() if k)
+        raise ConflictError(f"{n} row(s) of store {store.name} ({detail}) have no vector in {_label(embedder)}: "
+                            "search would find them by keyword only; nothing switched",
+                            hint=f"run `{migrate_command(embedder, store)}` first, or add --force")
+    return counts
+
+
+def switch(db: Database, embedder: Embedder, store: StoreRef, *, force: bool = False, note: str | None = None,
+           author: str | None = None) -> Switched:
+    """Make `embedder`'s space the store's active one: one new version of the `embedding.space` setting.
+    ConflictError (with the count) when rows of the store lack a vector there, unless `force`."""
+    from ltm_cli.services import settings
+
+    counts = _check_vectors(db, embedder, store, force)
+    value = space_value(embedder)
+    done = settings.set_value(db, store, SPACE_KEY, value, note=note or f"switch to {_label(embedder)}",
+                              author=author)
+    return Switched(store.name, _label(embedder), value, done.version, done.changed, counts)
+
+
+def switch_back(db: Database, config: Config, store: StoreRef, *, force: bool = False, note: str | None = None,
+                author: str | None = None) -> Switched:
+    """Return to the space active before the last switch (a settings revert; the configured embedder when the
+    store had no `embedding.space` before), with the same check as `switch`."""
+    from ltm_cli.embedders import get_embedder
+    from ltm_cli.errors import NotFoundError
+    from ltm_cli.services import settings
+
+    try:
+        versions = [v for v in settings.history(db, store, SPACE_KEY) if v.key == SPACE_KEY]
+    except NotFoundError:
+        versions = []
+    if not versions or (versions[-1].deleted and len(versions) < 2):
+        raise NotFoundError(f"store {store.name} was never switched: nothing to go back to")
+    before = versions[-2] if len(versions) >= 2 else None
+    if before is None or before.deleted:
+        target = get_embedder(config)
+        counts = _check_vectors(db, target, store, force)
+        note = note or f"switch back to the configured embedder {_label(target)}"
+        if versions[-1].deleted:
+            return Switched(store.name, _label(target), None, None, False, counts)
+        if before is None:
+            settings.unset(db, store, SPACE_KEY, note=note, author=author)
+            return Switched(store.name, _label(target), None, None, True, counts)
+        done = settings.revert(db, store, SPACE_KEY, note=note, author=author)
+        return Switched(store.name, _label(target), None, done.version, True, counts)
+    target = embedder_of(config, before.value)
+    counts = _check_vectors(db, target, store, force)
+    done = settings.revert(db, store, SPACE_KEY, note=note or f"switch back to {_label(target)}", author=author)
+    return Switched(store.name, _label(target), done.value, done.version, True, counts)
+
+
+# -- drop ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dropped:
+    space_id: int
+    space: str  # provider:model (dim dims)
+    vectors: int
+    index: bool  # whether an HNSW index was dropped
+
+
+def _active_spaces(conn: Connection, config: Config) -> dict[tuple[str, str, int], list[str]]:
+    """(provider, model, dim) -> the stores it is active for: by their setting, or as the configured embedder
+    for stores that have none."""
+    from sqlalchemy import text
+
+    rows = conn.execute(text(
+        "SELECT s.name, a.value, a.deleted FROM stores s LEFT JOIN LATERAL (SELECT value, deleted FROM settings "
+        "WHERE store_id = s.id AND key = :k ORDER BY version DESC LIMIT 1) a ON true"), {"k": SPACE_KEY}).all()
+    found: dict[tuple[str, str, int], list[str]] = {}
+    unset = [r.name for r in rows if r.value is None or r.deleted]
+    for r in rows:
+        if r.value is not None and not r.deleted:
+            found.setdefault((r.value["provider"], r.value["model"], int(r.value["dim"])), []).append(r.name)
+    try:
+        from ltm_cli.embedders import get_embedder
+
+        configured = get_embedder(config)
+        found.setdefault((configured.provider, configured.model, configured.dim), []).extend(unset or ["(new)"])
+    except Exception:  # noqa: BLE001 - a configured embedder that cannot be built protects no space
+        pass
+    return found
+
+
+def find_droppable(db: Database, config: Config, ref: str, dimensions: int | None = None) -> Dropped:
+    """The space named by `ref` (an id, or PROVIDER:MODEL with `dimensions` when several sizes exist) with its
+    vector count. ConflictError when it is the active space of any store."""
+    from sqlalchemy import text
+
+    from ltm_cli.errors import ConflictError, InvalidInputError, NotFoundError
+
+    with db.connect() as conn:
+        if ref.strip().isdigit():
+            rows = conn.execute(text("SELECT id, provider, model, dim FROM embedding_spaces WHERE id = :i"),
+                                {"i": int(ref)}).all()
+        else:
+            provider, _, model = ref.partition(":")
+            rows = conn.execute(text(
+                "SELECT id, provider, model, dim FROM embedding_spaces WHERE provider = :p "
+                "AND (:m = '' OR model = :m) AND (CAST(:d AS int) IS NULL OR dim = :d) ORDER BY id"),
+                {"p": provider.strip(), "m": model.strip(), "d": dimensions}).all()
+        if not rows:
+            raise NotFoundError(f"no embedding space {ref}" + (f" with {dimensions} dims" if dimensions else ""),
+                                hint="`ltm embed status` lists the spaces with their ids")
+        if len(rows) > 1:
+            raise InvalidInputError(f"{ref} names {len(rows)} spaces: "
+                                    + ", ".join(f"{r.id} ({r.dim} dims)" for r in rows),
+                                    hint="give the space id, or --dimensions")
+        row = rows[0]
+        label = f"{row.provider}:{row.model} ({row.dim} dims)"
+        users = _active_spaces(conn, config).get((row.provider, row.model, row.dim))
+        if users:
+            raise ConflictError(f"space {row.id}, {label}, is the active space of store(s) {', '.join(users)}",
+                                hint="switch those stores to another space first (`ltm embed switch`)")
+        count = conn.execute(text("SELECT count(*) FROM embeddings WHERE space_id = :i"), {"i": row.id}).scalar()
+        return Dropped(row.id, label, int(count), vectors.has_index(conn, row.id))
+
+
+def drop(db: Database, space: Dropped) -> Dropped:
+    """Delete a space: its HNSW index, its vectors (ON DELETE CASCADE) and its row."""
+    from sqlalchemy import text
+
+    with db.writing(), db.connect() as conn:
+        vectors.drop_index(conn, space.space_id)
+        conn.execute(text("DELETE FROM embedding_spaces WHERE id = :i"), {"i": space.space_id})
+    return space
