@@ -33,6 +33,8 @@ PARTS = ("settings", "history", "docs", "notes")
 PROBE_TEXT = "ltm export probe: how do I reset the device to factory settings?"
 BULK_CHUNKS = 1000  # as in ingest: past this many chunks the space's HNSW index is dropped and rebuilt at the end
 SETTINGS_BATCH = 500
+GROUP_DOCUMENTS = 200  # documents written in one transaction (each under its own SAVEPOINT when one fails)
+GROUP_CHUNKS = 4000  # ... or fewer, when they hold this many chunks: bounds the memory a group holds
 STREAM_ROWS = 1000  # rows fetched per round trip from the server-side cursor
 
 
@@ -298,6 +300,17 @@ def _write(records: Iterable[dict[str, Any]], out: IO[bytes], summary: ExportSum
 
 
 # -- import ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _PendingDocument:
+    """A checked document record waiting for its group's transaction."""
+    line: int
+    source: str
+    digest: bytes
+    record: dict[str, Any]
+    chunks: list[Any]  # ltm_cli.chunking.Chunk
+    hashes: list[bytes]
+
+
 @dataclass
 class ImportSummary:
     added: dict[str, int] = field(default_factory=dict)
@@ -359,6 +372,8 @@ class Importer:
         self.settings: list[tuple[int, dict[str, Any]]] = []
         self.chunks_written = 0
         self.bulk = False
+        self.pending: list[_PendingDocument] = []  # checked documents not yet written (see _flush_documents)
+        self.pending_chunks = 0
 
     def run(self, lines: Iterable[bytes]) -> ImportSummary:
         started = time.perf_counter()
@@ -398,6 +413,7 @@ class Importer:
             except InvalidInputError as exc:
                 self.summary.problems.append({"line": number, "message": exc.message})
         self._flush_settings()
+        self._flush_documents()
         self._link_notes()
         if not self.summary.complete:
             self.summary.problems.append({"line": 0, "message": "the file ends without its end marker "
@@ -439,6 +455,8 @@ class Importer:
         kind = record.get("type")
         if kind != "setting":
             self._flush_settings()
+        if kind != "document":
+            self._flush_documents()  # notes name documents by source: they must be in first
         if kind == "setting":
             self.settings.append((line, record))
             if len(self.settings) >= SETTINGS_BATCH:
@@ -560,10 +578,8 @@ class Importer:
 
     # documents -------------------------------------------------------------------------------------------
     def _document(self, r: dict[str, Any], line: int) -> None:
-        from sqlalchemy import text
-
+        """Checks the record and queues it: documents are written in groups (see _flush_documents)."""
         from ltm_cli.chunking import Chunk
-        from ltm_cli.services.ingest import write_chunks
 
         source, digest = str(r["source"]), bytes.fromhex(r["content_hash"])
         chunks = [Chunk(int(c["ordinal"]), c["text"], c.get("heading"), dict(c.get("location") or {}),
@@ -572,39 +588,108 @@ class Importer:
         for chunk, stated in zip(chunks, hashes, strict=True):
             if content_hash(chunk.embed_text) != stated:
                 raise ValueError(f"chunk {chunk.ordinal} of {source}: its embed_hash does not match its text")
+        for label, (_, dim) in self.targets.items():  # a damaged vector fails its own line, not the group
+            _decode_vectors([v for c in r["chunks"] if (v := (c.get("vectors") or {}).get(label)) is not None], dim)
+        self.pending.append(_PendingDocument(line, source, digest, r, chunks, hashes))
+        self.pending_chunks += len(chunks)
+        if len(self.pending) >= GROUP_DOCUMENTS or self.pending_chunks >= GROUP_CHUNKS:
+            self._flush_documents()
+
+    def _flush_documents(self) -> None:
+        """The queued documents in one transaction: one query finds those already stored, and the new ones go
+        in with one COPY of vectors and one of chunks. Should that fail (a concurrent writer, a value the
+        server refuses), the group is rolled back and each document retried under its own SAVEPOINT, so every
+        document stays all-or-nothing and a bad one is reported alone.
+
+        The transaction commits with synchronous_commit off: a crash (kill -9, power loss) can lose the last
+        few hundred milliseconds of commits, never corrupt anything, and re-running the same import restores
+        them (it is idempotent). Waiting for the WAL flush of each commit is what that trade saves."""
+        from sqlalchemy import bindparam, text
+        from sqlalchemy.exc import DBAPIError
+
+        batch, self.pending, self.pending_chunks = self.pending, [], 0
+        if not batch:
+            return
         with self.db.connect() as conn:
-            current = None if self.sid is None else conn.execute(text(
-                "SELECT id, content_hash FROM documents WHERE store_id = :s AND source = :src FOR UPDATE"),
-                {"s": self.sid, "src": source}).first()
-            if current is not None:
-                if bytes(current.content_hash) == digest:
-                    self.summary.bump("unchanged", "document")
-                else:
-                    self.summary.conflicts.append({"line": line, "kind": "document", "key": source, "message":
-                                                   "a different version of this document is stored (docs rm it "
-                                                   "first to replace it)"})
-                return
+            conn.execute(text("SET LOCAL synchronous_commit = off"))
+            stored: dict[str, bytes] = {}
+            if self.sid is not None:
+                rows = conn.execute(text(
+                    "SELECT source, content_hash FROM documents WHERE store_id = :s AND source IN :src "
+                    "FOR UPDATE").bindparams(bindparam("src", expanding=True)),
+                    {"s": self.sid, "src": sorted({d.source for d in batch})})
+                stored = {r.source: bytes(r.content_hash) for r in rows}
+            fresh = []
+            for doc in batch:
+                if doc.source in stored:
+                    if stored[doc.source] == doc.digest:
+                        self.summary.bump("unchanged", "document")
+                    else:
+                        self.summary.conflicts.append({"line": doc.line, "kind": "document", "key": doc.source,
+                                                       "message": "a different version of this document is stored "
+                                                                  "(docs rm it first to replace it)"})
+                    continue
+                stored[doc.source] = doc.digest  # the same source twice in one file: the first one wins
+                fresh.append(doc)
             if self.summary.dry_run:
-                self.summary.bump("added", "document")
-                self.summary.chunks += len(chunks)
+                for doc in fresh:
+                    self.summary.bump("added", "document")
+                    self.summary.chunks += len(doc.chunks)
                 return
-            if not self.bulk and self.chunks_written + len(chunks) > BULK_CHUNKS:
+            count = sum(len(d.chunks) for d in fresh)
+            if fresh and not self.bulk and self.chunks_written + count > BULK_CHUNKS:
                 vectors.drop_index(conn, self.space)  # rebuilt once at the end (see run)
                 self.bulk = True
-            reused = self._write_vectors(conn, r["chunks"])
-            self._embed_missing(conn, {h: c.embed_text for c, h in zip(chunks, hashes, strict=True)
-                                       if h not in reused})
-            doc_id = conn.execute(text(
-                "INSERT INTO documents (store_id, source, content_hash, media_type, title, metadata, tags, "
-                "created_at, updated_at) VALUES (:s, :src, :h, :mt, :t, CAST(:m AS jsonb), :tags, :c, :u) "
-                "RETURNING id"),
-                {"s": self.sid, "src": source, "h": digest, "mt": r["media_type"], "t": r.get("title"),
-                 "m": json.dumps(r.get("metadata") or {}, ensure_ascii=False), "tags": list(r.get("tags") or []),
-                 "c": _time(r["created_at"]), "u": _time(r["updated_at"])}).scalar_one()
-            write_chunks(conn, doc_id, self.sid, chunks, hashes)
-        self.chunks_written += len(chunks)
-        self.summary.chunks += len(chunks)
-        self.summary.bump("added", "document")
+            try:
+                self._write_documents(conn, fresh)
+            except (DBAPIError, ValueError):
+                for doc in fresh:
+                    try:
+                        self._write_documents(conn, [doc])
+                    except (DBAPIError, ValueError) as exc:
+                        detail = str(getattr(exc, "orig", exc)).strip().splitlines()
+                        self.summary.problems.append({"line": doc.line, "message": f"document {doc.source} not "
+                                                      f"imported: {detail[0] if detail else exc}"})
+
+    def _write_documents(self, conn: Connection, docs: Sequence[_PendingDocument]) -> None:
+        """Writes these documents under one SAVEPOINT: all of them or, on any error, none (and it raises)."""
+        from sqlalchemy import text
+
+        from ltm_cli.storage.copy import copy_in, encode_rows
+
+        if not docs:
+            return
+        reused_before, computed_before = self.summary.vectors_reused, self.summary.vectors_computed
+        try:
+            with conn.begin_nested():
+                items = [c for d in docs for c in d.record["chunks"]]
+                reused = self._write_vectors(conn, items)
+                self._embed_missing(conn, {h: c.embed_text for d in docs for c, h in zip(d.chunks, d.hashes,
+                                                                                         strict=True)
+                                           if h not in reused})
+                rows = []
+                for d in docs:
+                    r = d.record
+                    doc_id = conn.execute(text(
+                        "INSERT INTO documents (store_id, source, content_hash, media_type, title, metadata, tags, "
+                        "created_at, updated_at) VALUES (:s, :src, :h, :mt, :t, CAST(:m AS jsonb), :tags, :c, :u) "
+                        "RETURNING id"),
+                        {"s": self.sid, "src": d.source, "h": d.digest, "mt": r["media_type"], "t": r.get("title"),
+                         "m": json.dumps(r.get("metadata") or {}, ensure_ascii=False),
+                         "tags": list(r.get("tags") or []), "c": _time(r["created_at"]),
+                         "u": _time(r["updated_at"])}).scalar_one()
+                    rows.extend((doc_id, self.sid, c.ordinal, c.heading, c.text, c.location, c.token_count, h)
+                                for c, h in zip(d.chunks, d.hashes, strict=True))
+                copy_in(conn, "chunks", ("document_id", "store_id", "ordinal", "heading", "text", "location",
+                                         "token_count", "embed_hash"),
+                        encode_rows(rows, ("int8", "int4", "int4", "text", "text", "jsonb", "int4", "bytea")))
+        except BaseException:
+            self.summary.vectors_reused, self.summary.vectors_computed = reused_before, computed_before
+            raise
+        for d in docs:
+            self.chunks_written += len(d.chunks)
+            self.summary.chunks += len(d.chunks)
+            self.summary.bump("added", "document")
 
     # notes -----------------------------------------------------------------------------------------------
     def _note(self, r: dict[str, Any], line: int) -> None:
