@@ -249,16 +249,33 @@ def _moved_query(conn: Connection, space: int, qvec: np.ndarray, top: Sequence[K
     return vectors.vector_literal(feedback_vector(qvec, list(_row_vectors(conn, space, top).values())))
 
 
-def _body_first(conn: Connection, fused: Fused) -> Fused:
-    """Chunks of contents and index pages (`location.toc`, marked by the PDF loader) after all the others: they
-    match a question's words but only say on which page the answer is."""
+@dataclass(frozen=True)
+class _Mark:
+    """What a candidate chunk's location says about it: the API operation it belongs to, a contents page."""
+
+    operation: tuple[int, str, str] | None  # (document, method, path)
+    toc: bool
+
+
+def _chunk_marks(conn: Connection, fused: Fused, marks: dict[Key, _Mark]) -> dict[Key, _Mark]:
+    """Add the marks of the document chunks in `fused` not looked up yet: one query for the first pass, one
+    for the rows the feedback round brings, whatever uses them."""
     from sqlalchemy import text
 
-    ids = [key[1] for key, _, _ in fused if key[0] == "docs"]
-    if not ids:
-        return fused
-    navigation = {("docs", r.id) for r in conn.execute(
-        text("SELECT id FROM chunks WHERE id = ANY(:ids) AND location ->> 'toc' = 'true'"), {"ids": ids})}
+    ids = [key[1] for key, _, _ in fused if key[0] == "docs" and key not in marks]
+    if ids:
+        for r in conn.execute(text(
+                "SELECT id, document_id, location ->> 'method' AS method, location ->> 'path' AS path, "
+                "coalesce(location ->> 'toc' = 'true', false) AS toc FROM chunks WHERE id = ANY(:ids)"), {"ids": ids}):
+            operation = (r.document_id, r.method, r.path) if r.method is not None else None
+            marks[("docs", r.id)] = _Mark(operation, r.toc)
+    return marks
+
+
+def _body_first(fused: Fused, marks: dict[Key, _Mark]) -> Fused:
+    """Chunks of contents and index pages (`location.toc`, marked by the PDF loader) after all the others: they
+    match a question's words but only say on which page the answer is."""
+    navigation = {key for key, _, _ in fused if key in marks and marks[key].toc}
     if not navigation:
         return fused
     return [item for item in fused if item[0] not in navigation] + [item for item in fused if item[0] in navigation]
@@ -277,31 +294,17 @@ def first_per_group(fused: Fused, group: dict[Key, Any]) -> Fused:
     return out
 
 
-def _operations_lead(conn: Connection, top: Fused) -> bool:
+def _operations_lead(top: Fused, marks: dict[Key, _Mark]) -> bool:
     """True when the best rows are all API operations: feedback then pulls the query towards neighbouring
     operations of the same resource (retrieve/update/list next to attach) and costs the right one its place
     (bench/api_questions.py), while on prose it helps (bench/retrieval.py)."""
-    from sqlalchemy import text
-
-    ids = [key[1] for key, _, _ in top if key[0] == "docs"]
-    if len(ids) < len(top):
-        return False
-    found = conn.execute(text("SELECT count(*) FROM chunks WHERE id = ANY(:ids) AND location ? 'method'"),
-                         {"ids": ids}).scalar()
-    return found == len(ids)
+    return all(key in marks and marks[key].operation is not None for key, _, _ in top)
 
 
-def _one_per_operation(conn: Connection, fused: Fused) -> Fused:
+def _one_per_operation(fused: Fused, marks: dict[Key, _Mark]) -> Fused:
     """An API operation split into several chunks counts once, at its best chunk: its other chunks (parameters,
     responses) would push the next operations down the list (bench/api_questions.py measured it)."""
-    from sqlalchemy import text
-
-    ids = [key[1] for key, _, _ in fused if key[0] == "docs"]
-    if not ids:
-        return fused
-    operation = {("docs", r.id): (r.document_id, r.method, r.path) for r in conn.execute(text(
-        "SELECT id, document_id, location ->> 'method' AS method, location ->> 'path' AS path FROM chunks "
-        "WHERE id = ANY(:ids) AND location ->> 'method' IS NOT NULL"), {"ids": ids})}
+    operation = {key: mark.operation for key, mark in marks.items() if mark.operation is not None}
     return first_per_group(fused, operation) if operation else fused
 
 
@@ -363,23 +366,26 @@ def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str,
         legs = leg_rankings(conn, scopes, sid, space, dim, literal, query if mode != "vector" else None, k)
         toc_last = not include_toc and "docs" in kinds
         fused = fuse(legs, fusion)
+        marks = _chunk_marks(conn, fused, {}) if "docs" in kinds else {}
         if toc_last:
-            fused = _body_first(conn, fused)
-        operations = mode == "hybrid" and fusion == "convex" and _operations_lead(conn, fused[:FEEDBACK_ROWS])
+            fused = _body_first(fused, marks)
+        operations = mode == "hybrid" and fusion == "convex" and _operations_lead(fused[:FEEDBACK_ROWS], marks)
         if operations:
             fused = convex(legs, OPERATION_ALPHA)
         if mode == "hybrid" and feedback and space and FEEDBACK_ROWS and fused and not operations:
             moved = _moved_query(conn, space, qvec, [key for key, _, _ in fused[:FEEDBACK_ROWS]])
             legs["vector"] = leg_rankings(conn, scopes, sid, space, dim, moved, None, k).get("vector", [])
             fused = fuse(legs, fusion)
+            if "docs" in kinds:
+                _chunk_marks(conn, fused, marks)
         if "docs" in kinds:
-            fused = _one_per_operation(conn, fused)
+            fused = _one_per_operation(fused, marks)
         if "history" in kinds:
             fused = _with_neighbours(conn, fused)
         if diverse and space:
             fused = _diversify(conn, space, fused, limit)
         if toc_last:
-            fused = _body_first(conn, fused)
+            fused = _body_first(fused, marks)
         fused = fused[:limit]
         details = {kind: _details(conn, kind, [i for (kd, i), _, _ in fused if kd == kind], query) for kind in kinds}
     hits = []
