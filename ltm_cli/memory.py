@@ -169,11 +169,12 @@ class Memory:
         `report.baseline.drops` lists the metrics that fell by more than `tolerance`."""
         from ltm_cli.services import evaluate as svc
 
-        golden = golden if isinstance(golden, svc.Golden) else svc.load_golden(golden)
+        golden = golden if isinstance(golden, svc.Golden) else svc.load_golden(golden, self.config.max_input_size)
         modes = svc.modes_for(mode)
         check_range("limit", limit, 1, MAX_LIMIT)
         if baseline is not None:
-            baseline = baseline if isinstance(baseline, svc.Baseline) else svc.load_baseline(baseline)
+            baseline = baseline if isinstance(baseline, svc.Baseline) \
+                else svc.load_baseline(baseline, self.config.max_input_size)
             svc.check_gate(baseline, modes, tolerance)
         svc.require_memory(self.db, self.store, golden.kinds())
         space = f"{self.embedder.provider}/{self.embedder.model}" if modes != ("keyword",) else None

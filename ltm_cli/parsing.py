@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
@@ -86,3 +87,29 @@ def read_limited(stream: IO[bytes], limit: int, what: str) -> bytes:
         raise InvalidInputError(f"{what} is over the {human_size(limit)} input limit",
                                 hint="raise it with LTM_MAX_INPUT_SIZE (e.g. 1GB) if you mean it")
     return data
+
+
+def read_text(path: str | os.PathLike[str], limit: int, what: str | None = None) -> str:
+    """A UTF-8 text file, or standard input for "-", read up to `limit` bytes (LTM_MAX_INPUT_SIZE): a FIFO, a
+    device or an endless pipe never hangs or exhausts memory, it is refused with exit 4."""
+    import stat
+    import sys
+
+    path = os.fspath(path)
+    if path == "-":
+        stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+        data = read_limited(stream, limit, "standard input") if stream else sys.stdin.read(limit + 1).encode()
+        source = "standard input"
+    else:
+        source = what or path
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise InvalidInputError(f"{source}: not a regular file")
+            with open(path, "rb") as handle:
+                data = read_limited(handle, limit, source)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {source}: {exc.strerror}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{source} is not UTF-8 text") from exc

@@ -81,35 +81,3 @@ def confirm(question: str, *, yes: bool, refusal: str) -> None:
 
         raise InvalidInputError(refusal, hint="add --yes")
     typer.confirm(question, abort=True)
-
-
-def read_text(path: str, limit: int | None = None) -> str:
-    """A UTF-8 text file, or standard input for "-", read up to the input limit (LTM_MAX_INPUT_SIZE): a FIFO, a
-    device or an endless pipe never hangs or exhausts memory, it is refused with exit 4."""
-    import stat
-    import sys
-    from pathlib import Path
-
-    from ltm_cli.config import load_config
-    from ltm_cli.errors import InvalidInputError
-    from ltm_cli.parsing import read_limited
-
-    limit = limit if limit is not None else load_config().max_input_size
-    if path == "-":
-        stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
-        data = read_limited(stream, limit, "standard input") if stream else sys.stdin.read(limit + 1).encode()
-        source = "standard input"
-    else:
-        try:
-            mode = Path(path).stat().st_mode
-            if not stat.S_ISREG(mode):
-                raise InvalidInputError(f"{path}: not a regular file")
-            with open(path, "rb") as handle:
-                data = read_limited(handle, limit, path)
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from exc
-        source = path
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{source} is not UTF-8 text") from exc

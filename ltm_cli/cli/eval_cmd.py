@@ -6,8 +6,9 @@ from typing import Any
 
 import typer
 
-from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, read_text, renderer, state
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state
 from ltm_cli.errors import ExitCode
+from ltm_cli.parsing import read_text
 
 _LABELS = {"hit@1": "hit@1", "hit@5": "hit@5", "hit@10": "hit@10", "mrr@10": "MRR@10", "ndcg@10": "nDCG@10"}
 
@@ -30,8 +31,9 @@ def eval_(
     out = renderer(s)
     from ltm_cli.services.evaluate import parse_baseline, parse_golden
 
-    questions = parse_golden(read_text(golden), golden)  # read_text: "-" is stdin, FIFOs and huge files refused
-    earlier = parse_baseline(read_text(baseline), baseline) if baseline else None
+    max_bytes = s.config().max_input_size  # read_text: "-" is stdin, FIFOs and huge files refused
+    questions = parse_golden(read_text(golden, max_bytes), golden)
+    earlier = parse_baseline(read_text(baseline, max_bytes), baseline) if baseline else None
     report = s.memory().evaluate(questions, mode=mode, limit=limit, baseline=earlier, tolerance=tolerance)
     out.data(report, lambda r: _render(out, r))
     comparison = report.baseline

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, read_text, renderer, state
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, renderer, state
 from ltm_cli.cli.search import (
     CONVERSATION_OPTION,
     DIVERSE_OPTION,
@@ -24,6 +24,7 @@ from ltm_cli.cli.search import (
     render_hits,
 )
 from ltm_cli.errors import ExitCode, InvalidInputError
+from ltm_cli.parsing import read_text
 from ltm_cli.render import local_time
 
 app = typer.Typer(help="Conversation memory: add turns and outcomes, import, list, show, search, export.",
@@ -61,7 +62,7 @@ def add(
     source = ctx.get_parameter_source("conversation")
     if new and source is not None and source.name == "ENVIRONMENT":
         conversation = None  # LTM_CONVERSATION does not fight an explicit --new
-    content = read_text(text) if text == "-" else text
+    content = read_text(text, s.config().max_input_size) if text == "-" else text
     if content is None and not tool:
         raise InvalidInputError("no message text", hint="give TEXT, or - to read it from stdin")
     tool_args = None
@@ -116,7 +117,7 @@ def import_(
     from ltm_cli.conversations import parse
 
     name = "standard input" if file == "-" else file
-    conversations, problems = parse(read_text(file), name)
+    conversations, problems = parse(read_text(file, s.config().max_input_size), name)
     with out.progress(transient=True) as bar:
         task = bar.add_task("importing", total=len(conversations), status="")
 

@@ -88,14 +88,14 @@ def call(
     """Run one tool and print its JSON result: for agents that can only shell out.
 
     Errors are one line on stderr with the documented exit code, as for every command."""
-    from ltm_cli.cli.common import read_text
     from ltm_cli.mcp_server import allowed_roots
+    from ltm_cli.parsing import read_text
     from ltm_cli.render import dumps
     from ltm_cli.tools import Caller
     from ltm_cli.tools import call as run
 
     s = state(ctx, store=store)
-    text = read_text("-") if args == "-" else args
+    text = read_text("-", s.config().max_input_size) if args == "-" else args
     try:
         arguments = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -10,9 +10,12 @@ from typing import Any
 
 import typer
 
-from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, read_text, renderer, state
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state
 from ltm_cli.errors import InvalidInputError
-from ltm_cli.parsing import parse_time  # noqa: F401 (re-exported for other command groups)
+from ltm_cli.parsing import (
+    parse_time,  # noqa: F401 (re-exported for other command groups)
+    read_text,
+)
 from ltm_cli.render import dumps, local_time
 from ltm_cli.services import settings as svc
 
@@ -53,7 +56,8 @@ def set_(
     out = renderer(s)
     if (value is None) == (file is None):
         raise InvalidInputError("give exactly one of VALUE, - (standard input) or --file PATH")
-    raw = read_text(str(file)) if file is not None else (read_text("-") if value == "-" else value)
+    source = str(file) if file is not None else ("-" if value == "-" else None)
+    raw = read_text(source, s.config().max_input_size) if source is not None else value
     parsed = svc.parse_value(raw, force_string=string)
     result = s.memory().settings.set(key, parsed, note=note, by=by, force=force)
     if out.machine:
@@ -220,7 +224,7 @@ def import_(
     """Import settings in one transaction: all of them, or none when any is invalid."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    text = read_text(file)
+    text = read_text(file, s.config().max_input_size)
     values = _parse_settings_file(text, _format_of(file, fmt), file)
     result = s.memory().settings.import_(values, dry_run=dry_run, note=note, by=by)
     if out.machine:

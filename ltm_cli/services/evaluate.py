@@ -113,13 +113,11 @@ class Golden:
         return {item.kind for item in self.items}
 
 
-def load_golden(path: str | Path) -> Golden:
+def load_golden(path: str | Path, max_bytes: int) -> Golden:
     """A golden file from disk: JSONL when its name ends in .jsonl, else YAML (which includes JSON)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"cannot read golden file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
-    return parse_golden(text, str(path))
+    from ltm_cli.parsing import read_text
+
+    return parse_golden(read_text(path, max_bytes, f"golden file {path}"), str(path))
 
 
 def parse_golden(text: str, name: str) -> Golden:
@@ -440,12 +438,10 @@ class Baseline:
     hits: dict[str, set[int]] = field(default_factory=dict)  # mode -> items found in the top 10
 
 
-def load_baseline(path: str | Path) -> Baseline:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"cannot read baseline {path}: {getattr(exc, 'strerror', None) or exc}") from exc
-    return parse_baseline(text, str(path))
+def load_baseline(path: str | Path, max_bytes: int) -> Baseline:
+    from ltm_cli.parsing import read_text
+
+    return parse_baseline(read_text(path, max_bytes, f"baseline {path}"), str(path))
 
 
 def parse_baseline(text: str, name: str) -> Baseline:
