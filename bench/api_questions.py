@@ -101,10 +101,10 @@ _STOP = set(re.findall(r"\w+", _STOP_WORDS))
 
 def operation_texts(spec_path: Path) -> dict[str, str]:
     """`METHOD /path`, operationId, summary, description and parameter names of every operation."""
-    from ltm_cli.loaders.openapi import _clip, _operations, _parse, _Resolver
+    from ltm_cli.loaders.openapi import _clip, _operations, _Resolver, parse_document
     from ltm_cli.loaders.text import decode
 
-    spec = _parse(decode(spec_path.read_bytes(), spec_path), spec_path.name)
+    spec = parse_document(decode(spec_path.read_bytes(), spec_path), spec_path.name)
     resolver = _Resolver(spec_path, spec)
     texts = {}
     for method, path, op, base, shared in _operations(spec, resolver, spec_path):

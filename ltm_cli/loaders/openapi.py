@@ -17,7 +17,8 @@ MAX_PROPERTIES = 40
 MAX_SCHEMA_TEXT = 1500  # characters of one rendered body or response schema
 
 
-def _parse(text: str, name: str) -> Any:
+def parse_document(text: str, name: str) -> Any:
+    """JSON or YAML text as Python data; YAML aliases that would expand without bound are refused first."""
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         try:
@@ -84,7 +85,7 @@ class _Resolver:
         path = path.resolve()
         if path not in self.docs:
             try:
-                self.docs[path] = _parse(decode(path.read_bytes(), path), path.name)
+                self.docs[path] = parse_document(decode(path.read_bytes(), path), path.name)
             except (OSError, LoadError):
                 self.docs[path] = None
         return self.docs[path]
@@ -346,7 +347,7 @@ def _render_operation(r: _Renderer, method: str, path: str, op: dict, base: Path
 
 
 def load_openapi(path: Path, data: bytes, options: LoadOptions) -> LoadedDocument:
-    spec = _parse(decode(data, path), path.name)
+    spec = parse_document(decode(data, path), path.name)
     if not isinstance(spec, dict) or not ({"openapi", "swagger"} & set(spec)):
         raise LoadError("not an OpenAPI or Swagger document (no 'openapi' or 'swagger' key)")
     swagger2 = "swagger" in spec

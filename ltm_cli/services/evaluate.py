@@ -159,10 +159,10 @@ def _is_jsonl(text: str, name: str) -> bool:
 
 def _parse_yaml(text: str, name: str) -> Any:
     from ltm_cli.loaders.base import LoadError
-    from ltm_cli.loaders.openapi import _parse  # the one YAML/JSON reader, with its alias-bomb guard
+    from ltm_cli.loaders.openapi import parse_document  # the one YAML/JSON reader, with its alias-bomb guard
 
     try:
-        return _parse(text, name)
+        return parse_document(text, name)
     except LoadError as exc:
         raise InvalidInputError(str(exc)) from exc
 
