@@ -106,8 +106,12 @@ class Database:
             self._engine = None
 
     @contextlib.contextmanager
-    def connect(self, *, check_schema: bool = True) -> Iterator[Connection]:
-        """A connection in one transaction: committed on success, rolled back on any error."""
+    def connect(self, *, check_schema: bool = True, autocommit: bool = False) -> Iterator[Connection]:
+        """A connection in one transaction: committed on success, rolled back on any error.
+
+        `autocommit`: no transaction around the statements (no BEGIN and COMMIT round trips), each statement
+        its own; for readers such as search, whose statements each stand alone. A string of several statements
+        still runs as one implicit transaction, so `SET LOCAL` before a query in the same string applies to it."""
         from sqlalchemy.exc import OperationalError
 
         if check_schema:
@@ -116,6 +120,10 @@ class Database:
             conn = self.engine.connect()
         except OperationalError as exc:
             raise self._unavailable(exc) from exc
+        if autocommit:
+            with conn.execution_options(isolation_level="AUTOCOMMIT") as reader:
+                yield reader
+            return
         with conn, conn.begin():
             yield conn
 
