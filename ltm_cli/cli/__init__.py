@@ -10,12 +10,34 @@ from typer.core import TyperGroup
 
 from ltm_cli import __version__
 from ltm_cli.cli.common import AppState
+from ltm_cli.cli.lazy import COMMANDS, load_command, plain_coercion
 from ltm_cli.errors import ExitCode, LtmError, classify
 from ltm_cli.render import Renderer
 
 
 class LtmGroup(TyperGroup):
-    """Maps LtmError (and a few foreign errors) to one line on stderr and a documented exit code."""
+    """Maps LtmError (and a few foreign errors) to one line on stderr and a documented exit code; imports a
+    command group only when it is invoked (lazy.COMMANDS)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        plain_coercion(self)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*COMMANDS, *(name for name in super().list_commands(ctx) if name not in COMMANDS)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            command = load_command(cmd_name, _new_app)
+            self.add_command(command, cmd_name)
+        return command
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in COMMANDS and args[0] not in self.commands:
+            for name in COMMANDS:  # an unknown name: typer suggests the closest of the commands it holds
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -52,14 +74,17 @@ def _report(ctx: Any, message: str, hint: str | None) -> None:
     Renderer().error(message, hint)
 
 
-app = typer.Typer(
+def _new_app(**settings: Any) -> typer.Typer:
+    """A Typer app with the root's settings: the root itself, and the holders lazy.load_command converts with."""
+    return typer.Typer(pretty_exceptions_enable=False, rich_markup_mode="rich", **settings)
+
+
+app = _new_app(
     cls=LtmGroup,
     name="ltm",
     help="Long-term memory for LLMs in PostgreSQL + pgvector: settings, conversations and documents.",
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode="rich",
 )
 
 
@@ -84,34 +109,6 @@ def root(
 ) -> None:
     ctx.obj = AppState(flags={"store": store, "database_url": database_url}, json=json_output,
                        quiet=quiet, debug=debug)
-
-
-def _register() -> None:
-    from ltm_cli.cli import config_cmd, db, docs, embed, eval_cmd, history, ingest, mcp, notes, search, settings, stores
-    from ltm_cli.cli.forget import forget
-    from ltm_cli.cli.transfer import export, import_
-
-    app.add_typer(db.app, name="db")
-    app.add_typer(db.migrate_app, name="migrate")
-    app.command("ingest")(ingest.ingest)
-    app.command("search")(search.search)
-    app.command("recall")(search.recall)
-    app.command("eval")(eval_cmd.eval_)
-    app.add_typer(history.app, name="history")
-    app.add_typer(docs.app, name="docs")
-    app.add_typer(notes.app, name="note")
-    app.add_typer(settings.app, name="settings")
-    app.add_typer(stores.app, name="store")
-    app.add_typer(embed.app, name="embed")
-    app.add_typer(config_cmd.app, name="config")
-    app.command("export")(export)
-    app.command("import")(import_)
-    app.command("forget")(forget)
-    app.command("mcp")(mcp.mcp)
-    app.add_typer(mcp.tools_app, name="tools")
-
-
-_register()
 
 
 def main() -> None:
