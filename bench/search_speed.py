@@ -52,12 +52,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "search_speed.json"))
+    parser.add_argument("--home", help="build the store here (default: a new temporary directory)")
+    parser.add_argument("--build-only", action="store_true",
+                        help="build the store and stop (bench/search_paired.py keeps it between runs)")
     args = parser.parse_args()
 
     import numpy as np
     from sqlalchemy import text
 
-    home = Path(tempfile.mkdtemp(prefix="ltm-speed-"))
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="ltm-speed-"))
+    home.mkdir(parents=True, exist_ok=True)
     os.environ["LTM_HOME"] = str(home)  # for the `ltm` subprocesses timed below
     os.environ.pop("LTM_DATABASE_URL", None)
     from ltm_cli import Memory
@@ -124,6 +128,8 @@ def main() -> None:
         db.analyze("chunks", "documents", "embeddings")
         results["build"] = {"load_seconds": round(load_s, 1), "hnsw_seconds": round(index_s, 1)}
         print(f"built: {results['build']}", flush=True)
+        if args.build_only:
+            return
 
         # -- latency per mode ---------------------------------------------------------------------------
         warm = queries[:10]  # run twice, their first (cold) timings left out
