@@ -35,13 +35,9 @@ def fix_command(store: StoreRef) -> str:
 WARNING_SAMPLE = 200  # newest rows per kind a search checks for vectors in its space
 
 
-def unembedded(conn: Connection, sid: int, space: int | None, kinds: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """Per kind: (rows checked, rows without a vector in `space`) among the store's newest WARNING_SAMPLE rows,
-    in one query. A sample keeps every search cheap at any size (a full count is `ltm embed status`): after a
-    model change no row has a vector, and `ltm embed migrate` works oldest first, so rows it has not reached
-    yet are always among the newest. Not cached: it would go stale the moment an ingest or a migrate commits."""
-    from sqlalchemy import text
-
+def unembedded_sql(space: int | None, kinds: Sequence[str]) -> str | None:
+    """The sample query behind `unembedded` (rows: kind, total, lacking; parameter `:store`), for a search to
+    run in the same round trip as its first retriever."""
     parts = []
     for kind in kinds:
         table = TABLES[kind][0]
@@ -51,11 +47,22 @@ def unembedded(conn: Connection, sid: int, space: int | None, kinds: Sequence[st
         # The newest ids come from an index-only scan of (store_id, id); joining back by primary key keeps the
         # planner off a backward walk of the whole primary key through other stores' newer rows.
         parts.append(f"SELECT '{kind}' AS kind, count(*) AS total, {lacking} AS lacking FROM (SELECT id FROM {table} "
-                     f"WHERE store_id = :s ORDER BY id DESC LIMIT {WARNING_SAMPLE}) newest "
+                     f"WHERE store_id = :store ORDER BY id DESC LIMIT {WARNING_SAMPLE}) newest "
                      f"JOIN {table} x ON x.id = newest.id WHERE x.embed_hash IS NOT NULL")
-    if not parts:
+    return " UNION ALL ".join(parts) if parts else None
+
+
+def unembedded(conn: Connection, sid: int, space: int | None, kinds: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Per kind: (rows checked, rows without a vector in `space`) among the store's newest WARNING_SAMPLE rows,
+    in one query. A sample keeps every search cheap at any size (a full count is `ltm embed status`): after a
+    model change no row has a vector, and `ltm embed migrate` works oldest first, so rows it has not reached
+    yet are always among the newest. Not cached: it would go stale the moment an ingest or a migrate commits."""
+    from sqlalchemy import text
+
+    sql = unembedded_sql(space, kinds)
+    if sql is None:
         return {}
-    return {r.kind: (r.total, r.lacking) for r in conn.execute(text(" UNION ALL ".join(parts)), {"s": sid})}
+    return {r.kind: (r.total, r.lacking) for r in conn.execute(text(sql), {"store": sid})}
 
 
 def warning(counts: dict[str, tuple[int, int]], embedder: Embedder, store: StoreRef, mode: str) -> str | None:

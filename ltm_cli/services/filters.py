@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     from ltm_cli.storage.stores import StoreRef
 
 KINDS = ("docs", "history", "notes", "all")
+_PARENT = re.compile(r"\bp\.")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,11 @@ class Corpus:
 
     table: str
     join: str
+
+    def join_for(self, where: Sequence[str]) -> str:
+        """The parent join only when a clause reads the parent (`p.`): every leg query without such a filter
+        skips a join per matching row."""
+        return self.join if self.join and any(_PARENT.search(clause) for clause in where) else ""
 
     def where(self, filters: Filters, params: dict[str, Any], conn: Connection, sid: int) -> list[str]:
         """The filters as clauses on this corpus's rows (`x`) and their parent (`p`); fills `params`."""

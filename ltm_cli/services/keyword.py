@@ -30,48 +30,64 @@ POSTING_BUDGET = 2_000  # match on the rarest query terms whose postings sum to 
 _ZETA2 = 1.6449340668
 
 
-def _tf(weights: str, lexeme_param: str) -> str:
-    # rank 0 (absent) decodes to round(0.108) = 0: no CASE, so ts_rank runs once
-    return (f"round(1 / ({_ZETA2} * (1 - ts_rank('{weights}'::float4[], x.tsv, CAST(:{lexeme_param} AS tsquery))))"
-            f" - 0.5)")
+def _rank(weights: str, lexeme_param: str) -> str:
+    return f"ts_rank('{weights}'::float4[], x.tsv, CAST(:{lexeme_param} AS tsquery))"
+
+
+def _decoded(rank: str) -> str:
+    # rank 0 (absent) decodes to round(0.108) = 0
+    return f"round(1 / ({_ZETA2} * (1 - {rank})) - 0.5)"
+
+
+def terms_sql(corpus: Corpus) -> str:
+    """A JSON object for the query `:query` over the store `:store`: the store's row count `n`, its mean length
+    `avg`, and `terms`, each query lexeme (in query order) with its document frequency.
+
+    Frequent lexemes take their frequency from the planner's statistics (ANALYZE keeps the most common lexemes
+    of every tsvector column) when the store holds most of the table, so that the table's frequencies are the
+    store's; the rest are counted exactly, which the GIN index (rare words) or the store index (a small store)
+    makes cheap. The store's size comes from the statistics when it is one of the table's most common stores
+    (else it is small enough to count), the mean length from a bounded sample: BM25 needs both only roughly.
+    pg_stats is read once (its planning is most of this query's cost), so the statement can ride along with
+    other work in one round trip."""
+    table = corpus.table
+    return f"""(WITH st AS MATERIALIZED (
+                SELECT s.attname, s.most_common_vals::text AS vals, s.most_common_freqs AS freqs,
+                       s.most_common_elems::text::text[] AS elems, s.most_common_elem_freqs AS elem_freqs
+                FROM pg_stats s WHERE s.schemaname = current_schema() AND s.tablename = '{table}'
+                  AND s.attname IN ('store_id', 'tsv')),
+             rel AS MATERIALIZED (SELECT reltuples FROM pg_class WHERE oid = '{table}'::regclass),
+             size AS MATERIALIZED (SELECT coalesce(
+                (SELECT round(rel.reltuples * st.freqs[array_position(st.vals::int[], CAST(:store AS int))])
+                 FROM st, rel WHERE st.attname = 'store_id' AND rel.reltuples > 0),
+                (SELECT count(*) FROM {table} WHERE store_id = :store)) AS n),
+             len AS MATERIALIZED (SELECT coalesce(avg(token_count), 0) AS avg FROM (SELECT token_count
+                 FROM {table} WHERE store_id = :store LIMIT 2000) AS sample),
+             q AS (SELECT u.lexeme, u.positions[1] AS position
+                   FROM unnest(to_tsvector('{TS_CONFIG}'::regconfig, :query)) AS u),
+             t AS (SELECT q.lexeme, q.position, coalesce(
+                    (SELECT round(st.elem_freqs[array_position(st.elems, q.lexeme)] * size.n) FROM st, rel
+                     WHERE st.attname = 'tsv' AND size.n >= {STATS_SHARE} * rel.reltuples),
+                    (SELECT count(*) FROM {table} x
+                     WHERE x.store_id = :store AND x.tsv @@ quote_literal(q.lexeme)::tsquery)) AS df
+                   FROM q, size)
+        SELECT json_build_object('n', size.n, 'avg', len.avg, 'terms',
+                                 coalesce((SELECT json_agg(json_build_array(t.lexeme, t.df)
+                                                           ORDER BY t.position, t.lexeme) FROM t), '[]'))
+        FROM size, len)"""
+
+
+def read_terms(found: dict[str, Any]) -> tuple[int, float, list[tuple[str, int]]]:
+    """terms_sql's object as (n, avg, [(lexeme, df), ...])."""
+    return int(found["n"]), float(found["avg"]), [(lexeme, int(df)) for lexeme, df in found["terms"]]
 
 
 def query_terms(conn: Connection, corpus: Corpus, sid: int, query: str) -> tuple[int, float, list[tuple[str, int]]]:
     """The store's row count and average length, and each query lexeme (in query order) with its document
-    frequency.
-
-    Frequent lexemes take their frequency from the planner's statistics (ANALYZE keeps the most common
-    lexemes of every tsvector column) when the store holds most of the table, so that the table's frequencies
-    are the store's; the rest are counted exactly, which the GIN index (rare words) or the store index (a small
-    store) makes cheap."""
+    frequency (terms_sql alone)."""
     from sqlalchemy import text
 
-    # One round trip. The store's size comes from the statistics when it is one of the table's most common stores
-    # (else it is small enough to count), the mean length from a bounded sample: BM25 needs both only roughly.
-    rows = conn.execute(text(f"""
-        WITH size AS MATERIALIZED (SELECT coalesce(
-                (SELECT round(c.reltuples * s.most_common_freqs[
-                            array_position(s.most_common_vals::text::int[], CAST(:store AS int))])
-                 FROM pg_stats s, pg_class c
-                 WHERE s.schemaname = current_schema() AND s.tablename = '{corpus.table}'
-                   AND s.attname = 'store_id' AND c.oid = '{corpus.table}'::regclass AND c.reltuples > 0),
-                (SELECT count(*) FROM {corpus.table} WHERE store_id = :store)) AS n),
-             len AS MATERIALIZED (SELECT coalesce(avg(token_count), 0) AS avg FROM (SELECT token_count
-                 FROM {corpus.table} WHERE store_id = :store LIMIT 2000) AS sample),
-             st AS MATERIALIZED (SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs
-                 FROM pg_stats WHERE schemaname = current_schema() AND tablename = '{corpus.table}'
-                   AND attname = 'tsv'),
-             q AS (SELECT u.lexeme, u.positions[1] AS position
-                   FROM unnest(to_tsvector('{TS_CONFIG}'::regconfig, :query)) AS u)
-        SELECT q.lexeme, size.n, len.avg,
-               coalesce((SELECT round(st.freqs[array_position(st.elems, q.lexeme)] * size.n) FROM st
-                         WHERE size.n >= {STATS_SHARE} * (SELECT reltuples FROM pg_class
-                                                          WHERE oid = '{corpus.table}'::regclass)),
-                        (SELECT count(*) FROM {corpus.table} x
-                         WHERE x.store_id = :store AND x.tsv @@ quote_literal(q.lexeme)::tsquery)) AS df
-        FROM q, size, len ORDER BY q.position, q.lexeme"""), {"store": sid, "query": query}).all()
-    n, avg_len = (int(rows[0].n), float(rows[0].avg)) if rows else (0, 0.0)
-    return n, avg_len, [(r.lexeme, int(r.df)) for r in rows]
+    return read_terms(conn.execute(text(f"SELECT {terms_sql(corpus)}"), {"store": sid, "query": query}).scalar())
 
 
 def idfs(n: int, terms: Sequence[tuple[str, int]]) -> dict[str, float]:
@@ -98,26 +114,49 @@ def _quoted(lexeme: str) -> str:
     return "'" + lexeme.replace("'", "''") + "'"
 
 
+def keyword_sql(corpus: Corpus, where: list[str], params: dict[str, Any], n: int, avg_len: float,
+                terms: Sequence[tuple[str, int]], k: int, columns: str = "",
+                tag: str = "") -> tuple[str, dict[str, Any]] | None:
+    """The best k rows by BM25 as SQL selecting `id`, `score` (and `columns`), with its parameters; None when no
+    query term occurs in the store.
+
+    The term frequency of term i is decoded from ts_rank; the heading ('A') occurrences are read only for the
+    rows that hold the term at all, and absent terms add nothing without arithmetic: most (row, term) pairs
+    of a matching row are absent ones. `tag` prefixes this query's own parameter names, so that the queries of
+    several tables can share one statement."""
+    terms = sorted(((lexeme, df) for lexeme, df in terms if df > 0), key=lambda item: item[1])
+    if not terms:
+        return None
+    weights = idfs(n, terms)
+    args = {**params, "k": k, f"{tag}avg": max(avg_len, 1.0),
+            f"{tag}mq": " | ".join(map(_quoted, matching_terms(terms)))}
+    ranks, tfs, parts = [], [], []
+    norm = f"{BM25_K1} * (1 - {BM25_B} + {BM25_B} * x.token_count::float8 / :{tag}avg)"
+    for i, (lexeme, _) in enumerate(terms):
+        name = f"{tag}l{i}"
+        args[name] = _quoted(lexeme)
+        ranks.append(f"{_rank('{1,1,1,1}', name)} AS r{i}")
+        tfs.append(f"CASE WHEN r.r{i} > 0 THEN {_decoded(f'r.r{i}')} + {HEADING_BOOST - 1} * "
+                   f"{_decoded(_rank('{0,0,0,1}', name))} ELSE 0 END AS tf{i}")
+        parts.append(f"CASE WHEN t.tf{i} > 0 THEN {weights[lexeme]!r} * t.tf{i} * {BM25_K1 + 1} / (t.tf{i} + {norm}) "
+                     f"ELSE 0 END")
+    sql = f"""
+        SELECT x.id, {' + '.join(parts)} AS score{columns}
+        FROM {corpus.table} x {corpus.join_for(where)}
+        CROSS JOIN LATERAL (SELECT {', '.join(ranks)} OFFSET 0) r
+        CROSS JOIN LATERAL (SELECT {', '.join(tfs)} OFFSET 0) t
+        WHERE {' AND '.join(where)} AND x.tsv @@ CAST(:{tag}mq AS tsquery)
+        ORDER BY score DESC, x.id LIMIT :k"""
+    return sql, args
+
+
 def keyword_leg(conn: Connection, corpus: Corpus, sid: int, where: list[str], params: dict[str, Any], query: str,
                 k: int) -> list[tuple[int, float]]:
     """The best k rows by BM25, best first: (row id, score)."""
     from sqlalchemy import text
 
     n, avg_len, terms = query_terms(conn, corpus, sid, query)
-    terms = sorted(((lexeme, df) for lexeme, df in terms if df > 0), key=lambda item: item[1])
-    if not terms:
+    built = keyword_sql(corpus, where, params, n, avg_len, terms, k)
+    if built is None:
         return []
-    weights = idfs(n, terms)
-    args = {**params, "k": k, "avg": max(avg_len, 1.0), "mq": " | ".join(map(_quoted, matching_terms(terms)))}
-    tfs, parts = [], []
-    for i, (lexeme, _) in enumerate(terms):
-        args[f"l{i}"] = _quoted(lexeme)
-        tfs.append(f"{_tf('{1,1,1,1}', f'l{i}')} + {HEADING_BOOST - 1} * {_tf('{0,0,0,1}', f'l{i}')} AS tf{i}")
-        parts.append(f"{weights[lexeme]!r} * t.tf{i} * {BM25_K1 + 1} / (t.tf{i} + {BM25_K1} * (1 - {BM25_B} + "
-                     f"{BM25_B} * x.token_count::float8 / :avg))")
-    rows = conn.execute(text(f"""
-        SELECT x.id, {' + '.join(parts)} AS score
-        FROM {corpus.table} x {corpus.join} CROSS JOIN LATERAL (SELECT {', '.join(tfs)} OFFSET 0) t
-        WHERE {' AND '.join(where)} AND x.tsv @@ CAST(:mq AS tsquery)
-        ORDER BY score DESC, x.id LIMIT :k"""), args).all()
-    return [(r.id, float(r.score)) for r in rows]
+    return [(r.id, float(r.score)) for r in conn.execute(text(built[0]), built[1])]

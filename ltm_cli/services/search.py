@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING, Any
 from ltm_cli.errors import InvalidInputError
 from ltm_cli.services.filters import CORPORA, Corpus, Filters
 from ltm_cli.services.fusion import (
+    FEEDBACK_WEIGHT,
     NEIGHBOUR_WEIGHT,
     Fused,
     Key,
     Legs,
     boost_neighbours,
     convex,
-    feedback_vector,
     fuse,
     mmr,
 )
-from ltm_cli.services.keyword import keyword_leg
+from ltm_cli.services.keyword import keyword_sql, read_terms, terms_sql
 from ltm_cli.storage import vectors
 from ltm_cli.storage.names import TS_CONFIG
 from ltm_cli.storage.stores import StoreRef
@@ -112,41 +112,71 @@ def citation(location: dict[str, Any]) -> str:
     return ""
 
 
-# -- vector leg ----------------------------------------------------------------------------------------
-def _distance(dim: int) -> str:
-    return f"e.embedding::halfvec({int(dim)}) <=> CAST(:qvec AS halfvec({int(dim)}))"
+# -- the retrievers' SQL ------------------------------------------------------------------------------------
+# What each candidate row says about itself, read with the row by both retrievers: the document (or
+# conversation) and position it belongs to, and for chunks the API operation and whether it is a contents page.
+_MARKS = {
+    "chunks": "x.document_id AS grp, x.ordinal AS pos, x.location ->> 'method' AS method, "
+              "x.location ->> 'path' AS path, coalesce(x.location ->> 'toc' = 'true', false) AS toc",
+    "messages": "x.conversation_id AS grp, x.seq AS pos, NULL::text AS method, NULL::text AS path, false AS toc",
+    "notes": "NULL::bigint AS grp, NULL::int AS pos, NULL::text AS method, NULL::text AS path, false AS toc",
+}
+_MARK_NAMES = "grp, pos, method, path, toc"
 
 
-def vector_sql(corpus: Corpus, where: list[str], space: int, dim: int) -> str:
+def _query_cast(dim: int) -> str:
+    return f"CAST(:qvec AS halfvec({int(dim)}))"
+
+
+def vector_sql(corpus: Corpus, where: list[str], space: int, dim: int, query: str | None = None,
+               columns: str = "") -> str:
     """Nearest rows by the space's partial HNSW index: the literal space id and the cast to halfvec(dim) are
-    what let the planner match the index `embeddings_hnsw_space_N`."""
+    what let the planner match the index `embeddings_hnsw_space_N`. `query` is the query vector's SQL
+    (default: the parameter `:qvec`)."""
+    distance = f"e.embedding::halfvec({int(dim)}) <=> {query or _query_cast(dim)}"
     return f"""
-        SELECT x.id, {_distance(dim)} AS distance
-        FROM embeddings e JOIN {corpus.table} x ON x.embed_hash = e.content_hash {corpus.join}
+        SELECT x.id, {distance} AS distance{columns}
+        FROM embeddings e JOIN {corpus.table} x ON x.embed_hash = e.content_hash {corpus.join_for(where)}
         WHERE e.space_id = {int(space)} AND {' AND '.join(where)}
-        ORDER BY {_distance(dim)} LIMIT :k"""
+        ORDER BY {distance} LIMIT :k"""
 
 
-def _vector_leg(conn: Connection, corpus: Corpus, where: list[str], params: dict[str, Any], space: int, dim: int,
-                qvec: str, k: int) -> list[tuple[int, float]]:
-    from sqlalchemy import text
+def _as_json(select: str) -> str:
+    """One retriever's rows (id, score and the marks) as one JSON array, so that several retrievers answer in
+    one statement."""
+    return (f"(SELECT coalesce(json_agg(json_build_array(r.id, r.score, r.grp, r.pos, r.method, r.path, r.toc)), "
+            f"'[]') FROM ({select}) r)")
 
-    conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, k)}"))
-    conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    distance = _distance(dim)
-    args = {**params, "qvec": qvec, "k": k}
-    rows = conn.execute(text(vector_sql(corpus, where, space, dim)), args).all()
-    if len(rows) < k:
-        # The index stops after hnsw.max_scan_tuples; a narrow filter may need more. Exact search over the
-        # filtered rows decides whether fewer really exist: never silently fewer than --limit.
-        rows = conn.execute(text(f"""
-            WITH f AS MATERIALIZED (
-                SELECT x.id, x.embed_hash FROM {corpus.table} x {corpus.join} WHERE {' AND '.join(where)})
-            SELECT f.id, {distance} AS distance FROM f
-            JOIN embeddings e ON e.space_id = {int(space)} AND e.content_hash = f.embed_hash
-            ORDER BY distance LIMIT :k"""), args).all()
-    ordered = sorted(((r.id, 1.0 - float(r.distance)) for r in rows), key=lambda item: (-item[1], item[0]))
-    return ordered[:k]
+
+def _vector_part(corpus: Corpus, where: list[str], space: int, dim: int, query: str | None = None) -> str:
+    """The vector retriever as a JSON array. The index scan stops after hnsw.max_scan_tuples, so a narrow filter
+    may leave it short of k rows: then, in the same statement, an exact scan over the filtered rows decides
+    whether fewer really exist (never silently fewer than --limit). The exact branch runs only when needed."""
+    q = query or _query_cast(dim)
+    approx = vector_sql(corpus, where, space, dim, q, ", " + _MARKS[corpus.table])
+    exact = f"""SELECT f.id, e.embedding::halfvec({int(dim)}) <=> {q} AS distance, {_MARK_NAMES}
+        FROM (SELECT x.id, x.embed_hash, {_MARKS[corpus.table]} FROM {corpus.table} x {corpus.join_for(where)}
+              WHERE {' AND '.join(where)} OFFSET 0) f
+        JOIN embeddings e ON e.space_id = {int(space)} AND e.content_hash = f.embed_hash
+        ORDER BY distance LIMIT :k"""
+    return _as_json(f"""WITH approx AS MATERIALIZED ({approx})
+        SELECT id, 1 - distance AS score, {_MARK_NAMES} FROM approx WHERE (SELECT count(*) FROM approx) >= :k
+        UNION ALL
+        SELECT id, 1 - distance AS score, {_MARK_NAMES} FROM ({exact}) exact
+        WHERE (SELECT count(*) FROM approx) < :k""")
+
+
+def _keyword_part(corpus: Corpus, where: list[str], params: dict[str, Any], terms: tuple[int, float, list],
+                  k: int, tag: str) -> tuple[str, dict[str, Any]] | None:
+    n, avg_len, found = terms
+    built = keyword_sql(corpus, where, params, n, avg_len, found, k, ", " + _MARKS[corpus.table], tag=tag)
+    return (_as_json(built[0]), built[1]) if built else None
+
+
+def _hnsw_settings(k: int) -> str:
+    """SET LOCALs sent in the same string as the query they tune (one implicit transaction)."""
+    return (f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, int(k))}; "
+            f"SET LOCAL hnsw.iterative_scan = relaxed_order; ")
 
 
 # -- search ------------------------------------------------------------------------------------------------
@@ -187,15 +217,21 @@ def _details(conn: Connection, kind: str, ids: list[int], query: str) -> dict[in
     return {r["id"]: dict(r) for r in conn.execute(stmt, {"ids": ids, "query": query}).mappings()}
 
 
-def _with_neighbours(conn: Connection, fused: Fused) -> Fused:
-    """Conversation turns gain from strong neighbouring turns (fusion.boost_neighbours), placed from the database."""
-    from sqlalchemy import text
+@dataclass(frozen=True)
+class _Mark:
+    """What a candidate row says about itself, read with it by the retrievers: the API operation a chunk belongs
+    to, whether it is a contents page, and a conversation turn's place."""
 
-    ids = [key[1] for key, _, _ in fused if key[0] == "history"]
-    if not ids or not NEIGHBOUR_WEIGHT:
+    operation: tuple[int, str, str] | None  # (document, method, path)
+    toc: bool
+    place: tuple[int, int] | None  # (conversation, seq)
+
+
+def _with_neighbours(fused: Fused, marks: dict[Key, _Mark]) -> Fused:
+    """Conversation turns gain from strong neighbouring turns (fusion.boost_neighbours)."""
+    place = {key: mark.place for key, mark in marks.items() if mark.place is not None}
+    if not place or not NEIGHBOUR_WEIGHT:
         return fused
-    place = {("history", r.id): (r.conversation_id, r.seq) for r in conn.execute(
-        text("SELECT id, conversation_id, seq FROM messages WHERE id = ANY(:ids)"), {"ids": ids})}
     return boost_neighbours(fused, place, NEIGHBOUR_WEIGHT)
 
 
@@ -211,21 +247,105 @@ def filter_scopes(conn: Connection, kinds: Sequence[str], filters: Filters, sid:
     return scopes
 
 
+def _run_parts(conn: Connection, parts: dict[str, str], params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Several independent queries (each one value: a JSON array or a scalar) in one statement, one round trip."""
+    from sqlalchemy import text
+
+    if not parts:
+        return {}
+    sql = prefix + "SELECT " + ", ".join(f"{part} AS {name}" for name, part in parts.items())
+    return dict(conn.execute(text(sql), params).mappings().one())
+
+
+def _read_leg(leg: str, scopes: Sequence[Scope], got: dict[str, Any],
+              marks: dict[Key, _Mark]) -> list[tuple[Key, float]]:
+    """One retriever's rows over the kinds searched, best first, recording each row's marks."""
+    ranked: list[tuple[Key, float]] = []
+    for kind, _, _ in scopes:
+        rows = []
+        for row_id, score, grp, pos, method, path, toc in got.get(f"{leg}_{kind}") or []:
+            key = (kind, row_id)
+            marks[key] = _Mark((grp, method, path) if method is not None else None, bool(toc),
+                               (grp, pos) if kind == "history" else None)
+            rows.append((key, float(score)))
+        ranked.extend(sorted(rows, key=lambda item: (-item[1], item[0][1])))
+    ranked.sort(key=lambda item: -item[1])  # two kinds: one list, best first
+    return ranked
+
+
+def _retrieve(conn: Connection, scopes: Sequence[Scope], space: int | None, dim: int, qvec: str | None,
+              query: str | None, k: int, extra: dict[str, str] | None = None,
+              extra_params: dict[str, Any] | None = None) -> tuple[Legs, dict[Key, _Mark], dict[str, Any]]:
+    """Each retriever's best k rows (a None query or vector skips that retriever), the rows' marks, and the
+    values of the `extra` queries, in two round trips: the vector retrievers, the keyword retrievers' term
+    statistics and `extra`; then the keyword retrievers, which need those statistics."""
+    params: dict[str, Any] = {"k": k, **(extra_params or {})}
+    parts: dict[str, str] = {}
+    for kind, where, scope_params in scopes:
+        params.update(scope_params)  # the kinds' filters name the same values alike
+        if qvec is not None and space:
+            parts[f"vector_{kind}"] = _vector_part(CORPORA[kind], where, space, dim)
+            params["qvec"] = qvec
+        if query is not None:
+            parts[f"terms_{kind}"] = terms_sql(CORPORA[kind])
+            params["query"] = query
+    parts.update(extra or {})
+    got = _run_parts(conn, parts, params, _hnsw_settings(k) if "qvec" in params else "")
+    if query is not None:
+        keyword_parts, keyword_params = {}, {"k": k}
+        for kind, where, scope_params in scopes:
+            built = _keyword_part(CORPORA[kind], where, scope_params, read_terms(got[f"terms_{kind}"]), k, kind[0])
+            if built:
+                keyword_parts[f"keyword_{kind}"] = built[0]
+                keyword_params.update(built[1])
+        got.update(_run_parts(conn, keyword_parts, keyword_params))
+    marks: dict[Key, _Mark] = {}
+    legs: Legs = {}
+    if qvec is not None:
+        legs["vector"] = _read_leg("vector", scopes, got, marks)
+    if query is not None:
+        legs["keyword"] = _read_leg("keyword", scopes, got, marks)
+    return legs, marks, got
+
+
 def leg_rankings(conn: Connection, scopes: Sequence[Scope], sid: int, space: int | None, dim: int,
                  qvec: str | None, query: str | None, k: int) -> Legs:
     """Each retriever's best k rows over the kinds searched (a None query or vector skips that retriever)."""
-    legs: Legs = {}
-    for kind, where, params in scopes:
-        corpus = CORPORA[kind]
-        if qvec is not None:
-            found = _vector_leg(conn, corpus, where, params, space, dim, qvec, k) if space else []
-            legs.setdefault("vector", []).extend(((kind, i), s) for i, s in found)
-        if query is not None:
-            found = keyword_leg(conn, corpus, sid, where, params, query, k)
-            legs.setdefault("keyword", []).extend(((kind, i), s) for i, s in found)
-    for leg in legs.values():  # two kinds: one list per retriever, best first
-        leg.sort(key=lambda item: -item[1])
-    return legs
+    return _retrieve(conn, scopes, space, dim, qvec, query, k)[0]
+
+
+def _feedback_leg(conn: Connection, scopes: Sequence[Scope], space: int, dim: int, qvec: np.ndarray,
+                  top: Sequence[Key], k: int, marks: dict[Key, _Mark]) -> list[tuple[Key, float]]:
+    """Pseudo-relevance feedback: the vector retrievers again, the query vector moved towards the mean stored
+    vector of the first pass's best rows (fusion.feedback_vector, here in SQL: cosine distance ignores the
+    length, so q / FEEDBACK_WEIGHT + mean is the same direction), in one round trip."""
+    rows = []
+    params: dict[str, Any] = {"k": k, "qfb": vectors.vector_literal(qvec / FEEDBACK_WEIGHT)}
+    for kind in sorted({key[0] for key in top}):
+        rows.append(f"SELECT e.embedding FROM {CORPORA[kind].table} x JOIN embeddings e ON e.space_id = {int(space)} "
+                    f"AND e.content_hash = x.embed_hash WHERE x.id = ANY(CAST(:top_{kind} AS bigint[]))")
+        params[f"top_{kind}"] = [i for kd, i in top if kd == kind]
+    moved = (f"WITH moved AS MATERIALIZED (SELECT coalesce(CAST(:qfb AS vector) + avg(t.embedding::vector), "
+             f"CAST(:qfb AS vector))::halfvec({int(dim)}) AS v FROM ({' UNION ALL '.join(rows)}) t) ")
+    parts = {}
+    for kind, where, scope_params in scopes:
+        params.update(scope_params)
+        parts[f"vector_{kind}"] = _vector_part(CORPORA[kind], where, space, dim, "(SELECT moved.v FROM moved)")
+    return _read_leg("vector", scopes, _run_parts(conn, parts, params, _hnsw_settings(k) + moved), marks)
+
+
+_SPACES: dict[tuple[str, str, str, int], int] = {}  # (database, provider, model, dim) -> embedding space id
+
+
+def _space(conn: Connection, embedder: Embedder) -> int | None:
+    """The embedder's space id, looked up once per process (search checks it in its first statement)."""
+    key = (str(conn.engine.url), embedder.provider, embedder.model, embedder.dim)
+    if key not in _SPACES:
+        found = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim)
+        if found is None:
+            return None
+        _SPACES[key] = found
+    return _SPACES[key]
 
 
 def _row_vectors(conn: Connection, space: int, keys: Sequence[Key]) -> dict[Key, np.ndarray]:
@@ -243,33 +363,8 @@ def _row_vectors(conn: Connection, space: int, keys: Sequence[Key]) -> dict[Key,
     return found
 
 
-def _moved_query(conn: Connection, space: int, qvec: np.ndarray, top: Sequence[Key]) -> str:
-    """Pseudo-relevance feedback: the query vector moved towards the stored vectors of the first pass's best
-    rows (fusion.feedback_vector), as a vector literal."""
-    return vectors.vector_literal(feedback_vector(qvec, list(_row_vectors(conn, space, top).values())))
-
-
-@dataclass(frozen=True)
-class _Mark:
-    """What a candidate chunk's location says about it: the API operation it belongs to, a contents page."""
-
-    operation: tuple[int, str, str] | None  # (document, method, path)
-    toc: bool
-
-
-def _chunk_marks(conn: Connection, fused: Fused, marks: dict[Key, _Mark]) -> dict[Key, _Mark]:
-    """Add the marks of the document chunks in `fused` not looked up yet: one query for the first pass, one
-    for the rows the feedback round brings, whatever uses them."""
-    from sqlalchemy import text
-
-    ids = [key[1] for key, _, _ in fused if key[0] == "docs" and key not in marks]
-    if ids:
-        for r in conn.execute(text(
-                "SELECT id, document_id, location ->> 'method' AS method, location ->> 'path' AS path, "
-                "coalesce(location ->> 'toc' = 'true', false) AS toc FROM chunks WHERE id = ANY(:ids)"), {"ids": ids}):
-            operation = (r.document_id, r.method, r.path) if r.method is not None else None
-            marks[("docs", r.id)] = _Mark(operation, r.toc)
-    return marks
+class _SpaceChanged(Exception):
+    """The cached space id is gone (the space was dropped and made again): search again with a fresh look-up."""
 
 
 def _body_first(fused: Fused, marks: dict[Key, _Mark]) -> Fused:
@@ -322,6 +417,67 @@ def _diversify(conn: Connection, space: int, fused: Fused, limit: int) -> Fused:
     return chosen + [item for item in fused if item not in chosen]
 
 
+def _ranked(db: Database, embedder: Embedder | None, store: StoreRef, query: str, qvec: np.ndarray | None,
+            mode: str, limit: int, filters: Filters, k: int, fusion: str, feedback: bool, diverse: bool,
+            include_toc: bool) -> tuple[Fused, dict[str, dict[int, dict[str, Any]]], list[str]]:
+    """search()'s ranking: the fused rows, their details and the warnings, in four round trips for a hybrid
+    search (retrievers and term statistics, keyword retrievers, feedback, details), each statement standing
+    alone outside a transaction."""
+    kinds = filters.kinds()
+    with db.connect(autocommit=True) as conn:
+        sid = store.id(conn, create=False)
+        if sid is None:
+            return [], {}, []
+        space = _space(conn, embedder) if qvec is not None else None
+        dim = embedder.dim if embedder is not None else 0
+        scopes = filter_scopes(conn, kinds, filters, sid)
+        extra, extra_params = {}, {}
+        if qvec is not None:
+            from ltm_cli.services import embedspace
+
+            extra["space_now"] = ("(SELECT id FROM embedding_spaces "
+                                  "WHERE provider = :provider AND model = :model AND dim = :dim)")
+            extra_params = {"provider": embedder.provider, "model": embedder.model, "dim": embedder.dim,
+                            "store": sid}
+            sample = embedspace.unembedded_sql(space, kinds)
+            if sample:
+                extra["unembedded"] = (f"(SELECT coalesce(json_agg(json_build_array(u.kind, u.total, u.lacking)), "
+                                       f"'[]') FROM ({sample}) u)")
+        literal = vectors.vector_literal(qvec) if qvec is not None else None
+        legs, marks, got = _retrieve(conn, scopes, space, dim, literal, query if mode != "vector" else None, k,
+                                     extra, extra_params)
+        warnings = []
+        if qvec is not None:
+            if got["space_now"] != space and space is not None:
+                _SPACES.clear()
+                raise _SpaceChanged
+            counts = {kind: (total, lacking) for kind, total, lacking in got.get("unembedded") or []}
+            said = embedspace.warning(counts, embedder, store, mode)
+            warnings = [said] if said else []
+        toc_last = not include_toc and "docs" in kinds
+        fused = fuse(legs, fusion)
+        if toc_last:
+            fused = _body_first(fused, marks)
+        operations = mode == "hybrid" and fusion == "convex" and _operations_lead(fused[:FEEDBACK_ROWS], marks)
+        if operations:
+            fused = convex(legs, OPERATION_ALPHA)
+        if mode == "hybrid" and feedback and space and FEEDBACK_ROWS and fused and not operations:
+            legs["vector"] = _feedback_leg(conn, scopes, space, dim, qvec, [key for key, _, _ in fused[:FEEDBACK_ROWS]],
+                                           k, marks)
+            fused = fuse(legs, fusion)
+        if "docs" in kinds:
+            fused = _one_per_operation(fused, marks)
+        if "history" in kinds:
+            fused = _with_neighbours(fused, marks)
+        if diverse and space:
+            fused = _diversify(conn, space, fused, limit)
+        if toc_last:
+            fused = _body_first(fused, marks)
+        fused = fused[:limit]
+        details = {kind: _details(conn, kind, [i for (kd, i), _, _ in fused if kd == kind], query) for kind in kinds}
+    return fused, details, warnings
+
+
 def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str, *, mode: str = "hybrid",
            limit: int = 10, filters: Filters | None = None, candidates: int = CANDIDATES, context: int = 0,
            fusion: str = "convex", feedback: bool = True, diverse: bool = False,
@@ -339,7 +495,7 @@ def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str,
     if limit < 1:
         raise InvalidInputError("--limit must be at least 1")
     filters = filters or Filters()
-    kinds = filters.kinds()
+    filters.kinds()  # an invalid combination fails before the query is embedded
     k = max(candidates, limit)
     qvec = None
     if mode != "keyword":
@@ -348,46 +504,12 @@ def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str,
         from ltm_cli.services.embedding import query_vector
 
         qvec = query_vector(embedder, query)
-    with db.connect() as conn:
-        sid = store.id(conn, create=False)
-        if sid is None:
-            return Hits()
-        space = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim) if qvec is not None \
-            else None
-        warnings = []
-        if qvec is not None:
-            from ltm_cli.services import embedspace
-
-            said = embedspace.warning(embedspace.unembedded(conn, sid, space, kinds), embedder, store, mode)
-            warnings = [said] if said else []
-        dim = embedder.dim if embedder is not None else 0
-        literal = vectors.vector_literal(qvec) if qvec is not None else None
-        scopes = filter_scopes(conn, kinds, filters, sid)
-        legs = leg_rankings(conn, scopes, sid, space, dim, literal, query if mode != "vector" else None, k)
-        toc_last = not include_toc and "docs" in kinds
-        fused = fuse(legs, fusion)
-        marks = _chunk_marks(conn, fused, {}) if "docs" in kinds else {}
-        if toc_last:
-            fused = _body_first(fused, marks)
-        operations = mode == "hybrid" and fusion == "convex" and _operations_lead(fused[:FEEDBACK_ROWS], marks)
-        if operations:
-            fused = convex(legs, OPERATION_ALPHA)
-        if mode == "hybrid" and feedback and space and FEEDBACK_ROWS and fused and not operations:
-            moved = _moved_query(conn, space, qvec, [key for key, _, _ in fused[:FEEDBACK_ROWS]])
-            legs["vector"] = leg_rankings(conn, scopes, sid, space, dim, moved, None, k).get("vector", [])
-            fused = fuse(legs, fusion)
-            if "docs" in kinds:
-                _chunk_marks(conn, fused, marks)
-        if "docs" in kinds:
-            fused = _one_per_operation(fused, marks)
-        if "history" in kinds:
-            fused = _with_neighbours(conn, fused)
-        if diverse and space:
-            fused = _diversify(conn, space, fused, limit)
-        if toc_last:
-            fused = _body_first(fused, marks)
-        fused = fused[:limit]
-        details = {kind: _details(conn, kind, [i for (kd, i), _, _ in fused if kd == kind], query) for kind in kinds}
+    try:
+        fused, details, warnings = _ranked(db, embedder, store, query, qvec, mode, limit, filters, k, fusion, feedback,
+                                           diverse, include_toc)
+    except _SpaceChanged:
+        fused, details, warnings = _ranked(db, embedder, store, query, qvec, mode, limit, filters, k, fusion, feedback,
+                                           diverse, include_toc)
     hits = []
     for rank, ((kind, row_id), score, detail) in enumerate(fused, start=1):
         row = details[kind][row_id]
