@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ltm_cli.errors import ConflictError, InvalidInputError, NotFoundError
+from ltm_cli.storage.engine import fetch
 from ltm_cli.storage.stores import StoreRef, lock_store
 
 if TYPE_CHECKING:
@@ -25,9 +26,12 @@ MAX_KEY_LENGTH = 256
 _VERSION_COLUMNS = "key, version, value, deleted, note, author, created_at"
 _ACTIVE_SQL = """
     SELECT DISTINCT ON (key) {columns}
-    FROM settings WHERE store_id = :store {extra}
+    FROM settings WHERE store_id = %(store)s {extra}
     ORDER BY key, version DESC
 """
+# Every query here is written for engine.fetch (`%(name)s`), so it runs on Database.cursor(), a plain psycopg2
+# connection (`ltm settings get` imports no SQLAlchemy), and on the SQLAlchemy connections of other services
+# (retention reads _active inside its own transaction).
 
 
 @dataclass(frozen=True)
@@ -126,24 +130,19 @@ def _ancestors(key: str) -> list[str]:
 
 
 # -- reading ------------------------------------------------------------------------------------------
-def _row_to_version(row: Any) -> Version:
-    return Version(row.key, row.version, row.value, row.deleted, row.note, row.author, row.created_at)
-
-
-def _active(conn: Connection, store: int, prefix: str | None = None,
+def _active(conn: Connection | Any, store: int, prefix: str | None = None,
             at: dt.datetime | None = None) -> dict[str, Version]:
     """Active (not deleted) versions, optionally under `prefix` (the key itself or its subtree) and as of `at`."""
-    from sqlalchemy import text
-
     extra, params = "", {"store": store}
     if prefix:
-        extra += " AND (key = :prefix OR starts_with(key, :subtree))"
+        extra += " AND (key = %(prefix)s OR starts_with(key, %(subtree)s))"
         params.update(prefix=prefix, subtree=prefix + ".")
     if at is not None:
-        extra += " AND created_at <= :at"
+        extra += " AND created_at <= %(at)s"
         params["at"] = at
-    rows = conn.execute(text(_ACTIVE_SQL.format(columns=_VERSION_COLUMNS, extra=extra)), params)
-    return {row.key: _row_to_version(row) for row in rows if not row.deleted}
+    versions = [Version(*row) for row in fetch(conn, _ACTIVE_SQL.format(columns=_VERSION_COLUMNS, extra=extra),
+                                                params)]
+    return {v.key: v for v in versions if not v.deleted}
 
 
 def _nest(prefix: str, versions: Mapping[str, Version]) -> dict[str, Any]:
@@ -160,9 +159,9 @@ def _nest(prefix: str, versions: Mapping[str, Version]) -> dict[str, Any]:
 def get(db: Database, store: StoreRef, key: str, *, at: dt.datetime | None = None) -> Any:
     """The active value of `key`, or its subtree as an object; NotFoundError when neither exists."""
     validate_key(key)
-    with db.connect() as conn:
-        sid = store.id(conn, create=False)
-        found = _active(conn, sid, key, at) if sid is not None else {}
+    with db.cursor() as cur:
+        sid = store.id(cur, create=False)
+        found = _active(cur, sid, key, at) if sid is not None else {}
     if key in found:
         return found[key].value
     if found:
@@ -174,29 +173,26 @@ def get(db: Database, store: StoreRef, key: str, *, at: dt.datetime | None = Non
 def list_active(db: Database, store: StoreRef, prefix: str | None = None) -> list[Version]:
     if prefix:
         validate_key(prefix)
-    with db.connect() as conn:
-        sid = store.id(conn, create=False)
+    with db.cursor() as cur:
+        sid = store.id(cur, create=False)
         if sid is None:
             return []
-        return sorted(_active(conn, sid, prefix).values(), key=lambda v: v.key)
+        return sorted(_active(cur, sid, prefix).values(), key=lambda v: v.key)
 
 
 def history(db: Database, store: StoreRef, key: str | None = None) -> list[Version]:
     """Every version, deletions included, oldest first: of `key` and its subtree, or of the whole store."""
-    from sqlalchemy import text
-
     if key:
         validate_key(key)
-    with db.connect() as conn:
-        sid = store.id(conn, create=False)
+    with db.cursor() as cur:
+        sid = store.id(cur, create=False)
         if sid is None:
             rows = []
         else:
-            extra = " AND (key = :key OR starts_with(key, :subtree))" if key else ""
-            rows = conn.execute(text(
-                f"SELECT {_VERSION_COLUMNS} FROM settings WHERE store_id = :store{extra} ORDER BY created_at, id"),
-                {"store": sid, "key": key, "subtree": f"{key}."})
-        versions = [_row_to_version(r) for r in rows]
+            extra = " AND (key = %(key)s OR starts_with(key, %(subtree)s))" if key else ""
+            rows = fetch(cur, f"SELECT {_VERSION_COLUMNS} FROM settings WHERE store_id = %(store)s{extra} "
+                              "ORDER BY created_at, id", {"store": sid, "key": key, "subtree": f"{key}."})
+        versions = [Version(*r) for r in rows]
     if key and not versions:
         raise NotFoundError(f"setting {key!r} has no history in store {store.name!r}")
     return versions
@@ -221,19 +217,18 @@ def _check_shape(key: str, active_keys: Iterable[str]) -> None:
         )
 
 
-def _insert(conn: Connection, store: int, key: str, value: Any, *, deleted: bool = False,
+def _insert(conn: Any, store: int, key: str, value: Any, *, deleted: bool = False,
             note: str | None = None, author: str | None = None) -> int:
-    from sqlalchemy import text
-
-    return conn.execute(text("""
+    return fetch(conn, """
         INSERT INTO settings (store_id, key, version, value, deleted, note, author)
-        SELECT :store, :key, coalesce(max(version), 0) + 1, CAST(:value AS jsonb), :deleted, :note, :author
-        FROM settings WHERE store_id = :store AND key = :key
-        RETURNING version"""), {"store": store, "key": key, "deleted": deleted, "note": note,
-                                "author": author, "value": None if deleted else json.dumps(value)}).scalar()
+        SELECT %(store)s, %(key)s, coalesce(max(version), 0) + 1, CAST(%(value)s AS jsonb), %(deleted)s, %(note)s,
+               %(author)s
+        FROM settings WHERE store_id = %(store)s AND key = %(key)s
+        RETURNING version""", {"store": store, "key": key, "deleted": deleted, "note": note,
+                               "author": author, "value": None if deleted else json.dumps(value)})[0][0]
 
 
-def _writable_store(conn: Connection, store: StoreRef) -> int:
+def _writable_store(conn: Any, store: StoreRef) -> int:
     sid = store.id(conn, create=True)
     lock_store(conn, sid, "settings")
     return sid
@@ -243,7 +238,7 @@ def set_value(db: Database, store: StoreRef, key: str, value: Any, *, note: str 
               author: str | None = None, force: bool = False) -> SetResult:
     validate_key(key)
     check_value(value)
-    with db.connect() as conn:
+    with db.cursor() as conn:
         sid = _writable_store(conn, store)
         active = _active(conn, sid)
         current = active.get(key)
@@ -258,7 +253,7 @@ def unset(db: Database, store: StoreRef, key: str, *, recursive: bool = False, n
           author: str | None = None) -> list[str]:
     """Record deletions (history keeps every old value); returns the keys removed."""
     validate_key(key)
-    with db.connect() as conn:
+    with db.cursor() as conn:
         sid = _writable_store(conn, store)
         found = _active(conn, sid, key)
         if not found:
@@ -273,13 +268,11 @@ def unset(db: Database, store: StoreRef, key: str, *, recursive: bool = False, n
 def revert(db: Database, store: StoreRef, key: str, *, to_version: int | None = None, at: dt.datetime | None = None,
            note: str | None = None, author: str | None = None) -> SetResult:
     """Write a new version equal to an old one (default: the version before the current one)."""
-    from sqlalchemy import text
-
     validate_key(key)
-    with db.connect() as conn:
+    with db.cursor() as conn:
         sid = _writable_store(conn, store)
-        rows = [_row_to_version(r) for r in conn.execute(text(
-            f"SELECT {_VERSION_COLUMNS} FROM settings WHERE store_id = :s AND key = :k ORDER BY version"),
+        rows = [Version(*r) for r in fetch(
+            conn, f"SELECT {_VERSION_COLUMNS} FROM settings WHERE store_id = %(s)s AND key = %(k)s ORDER BY version",
             {"s": sid, "k": key})]
         if not rows:
             raise NotFoundError(f"setting {key!r} has no history in store {store.name!r}")
@@ -348,7 +341,7 @@ def import_values(db: Database, store: StoreRef, values: Mapping[str, Any], *, d
         raise InvalidInputError(f"import rejected, nothing written: {problems[0]}"
                                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     result = ImportResult(dry_run=dry_run)
-    with db.connect() as conn:
+    with db.cursor() as conn:
         sid = _writable_store(conn, store)
         active = _active(conn, sid)
         final = {k: v.value for k, v in active.items()} | dict(values)
@@ -372,5 +365,5 @@ def import_values(db: Database, store: StoreRef, values: Mapping[str, Any], *, d
             if not dry_run:
                 _insert(conn, sid, key, value, note=note or "import", author=author)
         if dry_run:
-            conn.rollback()
+            conn.connection.rollback()
     return result

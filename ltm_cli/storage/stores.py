@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ltm_cli.errors import InvalidInputError
+from ltm_cli.storage.engine import fetch
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -22,16 +23,20 @@ def validate_store_name(name: str) -> str:
     return name
 
 
-def store_id(conn: Connection, name: str, *, create: bool) -> int | None:
-    """The store's id; with create=True it is made if missing (safe under concurrency)."""
-    from sqlalchemy import text
-
+def store_id(conn: Connection | Any, name: str, *, create: bool) -> int | None:
+    """The store's id; with create=True it is made if missing (safe under concurrency). `conn`: either kind
+    (see engine.fetch)."""
     validate_store_name(name)
-    found = conn.execute(text("SELECT id FROM stores WHERE name = :n"), {"n": name}).scalar()
+    found = _find(conn, name)
     if found is not None or not create:
         return found
-    conn.execute(text("INSERT INTO stores (name) VALUES (:n) ON CONFLICT (name) DO NOTHING"), {"n": name})
-    return conn.execute(text("SELECT id FROM stores WHERE name = :n"), {"n": name}).scalar()
+    fetch(conn, "INSERT INTO stores (name) VALUES (%(n)s) ON CONFLICT (name) DO NOTHING", {"n": name})
+    return _find(conn, name)
+
+
+def _find(conn: Connection | Any, name: str) -> int | None:
+    rows = fetch(conn, "SELECT id FROM stores WHERE name = %(n)s", {"n": name})
+    return rows[0][0] if rows else None
 
 
 class StoreRef:
@@ -46,13 +51,11 @@ class StoreRef:
         self.name = validate_store_name(name)
         self._id: int | None = None
 
-    def id(self, conn: Connection, *, create: bool) -> int | None:
-        """The store's id (None when it does not exist and `create` is False)."""
+    def id(self, conn: Connection | Any, *, create: bool) -> int | None:
+        """The store's id (None when it does not exist and `create` is False); `conn`: either kind."""
         if self._id is not None:
             return self._id
-        from sqlalchemy import text
-
-        found = conn.execute(text("SELECT id FROM stores WHERE name = :n"), {"n": self.name}).scalar()
+        found = _find(conn, self.name)
         if found is not None:
             self._id = found
             return found
@@ -62,8 +65,6 @@ class StoreRef:
         return f"StoreRef({self.name!r})"
 
 
-def lock_store(conn: Connection, store: int, scope: str) -> None:
-    """Serialize one kind of write within a store until the transaction ends."""
-    from sqlalchemy import text
-
-    conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"ltm:{scope}:{store}"})
+def lock_store(conn: Connection | Any, store: int, scope: str) -> None:
+    """Serialize one kind of write within a store until the transaction ends; `conn`: either kind."""
+    fetch(conn, "SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))", {"k": f"ltm:{scope}:{store}"})
