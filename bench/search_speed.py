@@ -1,12 +1,19 @@
 """Search speed at 100k chunks: latency per mode, HNSW recall against exact search, CLI start-up.
 
     python bench/search_speed.py [--rows 100000] [--queries 100]
+    python bench/search_speed.py --cli-only [--cli-runs 15]   # the command-line figures alone, on a small store
 
 Corpus: chunks of ~150 words sampled from SciFact sentences; vectors are mixtures of real all-MiniLM-L6-v2
 embeddings of SciFact passages (two real vectors plus a little noise, renormalised), so the index sees the real
 embedding manifold without embedding 100k texts. Queries are SciFact claims with their real embeddings; query
 embedding time is excluded from the in-process figures (it is in the CLI figures). Writes
 bench/results/search_speed.json.
+
+The command line is timed as a user meets it: a fresh `python -m ltm_cli` process against a running server,
+median wall and CPU time of `--cli-runs` runs after one warm-up each (which writes bytecode, as an install has):
+`--version`, `settings get`, keyword search and hybrid search with the local model. With --cli-only the store is
+the first 200 SciFact abstracts ingested with the local model (~30 s), not the 100k build, and the figures go to
+bench/results/search_speed_cli.json.
 """
 
 from __future__ import annotations
@@ -51,11 +58,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "search_speed.json"))
+    parser.add_argument("--out", help="default: bench/results/search_speed.json (search_speed_cli.json, --cli-only)")
     parser.add_argument("--home", help="build the store here (default: a new temporary directory)")
     parser.add_argument("--build-only", action="store_true",
                         help="build the store and stop (bench/search_paired.py keeps it between runs)")
+    parser.add_argument("--cli-only", action="store_true", help="only the command-line figures, on a small store")
+    parser.add_argument("--cli-runs", type=int, default=15, help="fresh processes timed per command")
     args = parser.parse_args()
+    if args.cli_only:
+        cli_only(args)
+        return
+    args.out = args.out or str(ROOT / "bench" / "results" / "search_speed.json")
 
     import numpy as np
     from sqlalchemy import text
@@ -203,26 +216,81 @@ def main() -> None:
                 real.close()
 
         # -- the CLI as a fresh process ---------------------------------------------------------------------
-        env = {**os.environ, "LTM_STORE": store}
-        for label, argv in (("version", ["--version"]), ("search_keyword", ["search", queries[0], "--mode",
-                                                                           "keyword", "--json"]),
-                            ("search_hybrid_local", ["search", queries[0], "--json"])):
-            runs = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "ltm_cli", *argv], env=env, capture_output=True, check=True)
-                runs.append(time.perf_counter() - t0)
-            results[f"cli_{label}_s"] = round(statistics.median(runs), 3)
-            print(f"cli {label}: {results[f'cli_{label}_s']}s", flush=True)
-        imports = subprocess.run([sys.executable, "-X", "importtime", "-c", "import ltm_cli.cli"],
-                                 capture_output=True, text=True, env=env).stderr.splitlines()
-        total = [line for line in imports if line.rstrip().endswith("ltm_cli.cli")]
-        results["import_ltm_cli_cli_us"] = int(total[-1].split("|")[1]) if total else None
-        print(f"import ltm_cli.cli: {results['import_ltm_cli_cli_us']} µs")
+        memory.settings.set("voice.speed", 1.2)
+        results.update(cli_figures({**os.environ, "LTM_STORE": store}, queries[0], args.cli_runs))
     finally:
         memory.close()
         EmbeddedServer(home).stop()
     save(args.out, results)
+
+
+def cli_figures(env: dict[str, str], query: str, runs: int) -> dict:
+    """Median wall and CPU seconds of fresh `ltm` processes (the server already running), and what they import."""
+    import resource
+
+    # As installed: with bytecode. Without it (PYTHONDONTWRITEBYTECODE) every run compiles ltm's modules again.
+    env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    commands = {"version": ["--version"], "settings_get": ["settings", "get", "voice.speed"],
+                "search_keyword": ["search", query, "--mode", "keyword", "--json"],
+                "search_hybrid_local": ["search", query, "--json"]}
+    figures: dict = {}
+    for label, argv in commands.items():
+        command = [sys.executable, "-m", "ltm_cli", *argv]
+        subprocess.run(command, env=env, capture_output=True, check=True)  # warm-up: page cache, model cache
+        walls, cpus = [], []
+        for _ in range(runs):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run(command, env=env, capture_output=True, check=True)
+            walls.append(time.perf_counter() - t0)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        figures[f"cli_{label}_s"] = round(statistics.median(walls), 3)
+        figures[f"cli_{label}_cpu_s"] = round(statistics.median(cpus), 3)
+        print(f"cli {label}: {figures[f'cli_{label}_s']}s wall, {figures[f'cli_{label}_cpu_s']}s CPU "
+              f"(median of {runs})", flush=True)
+    imports = subprocess.run([sys.executable, "-X", "importtime", "-m", "ltm_cli", *commands["settings_get"]],
+                             capture_output=True, text=True, env=env).stderr.splitlines()
+    rows = [line.split("|") for line in imports if line.startswith("import time:") and "imported package" not in line]
+    modules = {row[2].strip(): int(row[1]) for row in rows}
+    figures["settings_get_import_us"] = sum(int(row[0].split(":")[1]) for row in rows)
+    figures["settings_get_imports"] = sorted({m.split(".")[0] for m in modules} & {
+        "sqlalchemy", "alembic", "rich", "numpy", "pydantic", "onnxruntime", "tokenizers", "mcp", "typer",
+        "psycopg2"})
+    print(f"settings get imports {figures['settings_get_import_us']} µs of modules, among them "
+          f"{', '.join(figures['settings_get_imports'])}", flush=True)
+    return figures
+
+
+def cli_only(args: argparse.Namespace) -> None:
+    """The command-line figures on a store of 200 SciFact abstracts, in a server of its own."""
+    home = Path(tempfile.mkdtemp(prefix="ltm-cli-speed-"))
+    env = {**os.environ, "LTM_HOME": str(home), "LTM_STORE": "cli-speed"}
+    env.pop("LTM_DATABASE_URL", None)
+    env.pop("LTM_EMBEDDER", None)
+    os.environ.update(LTM_HOME=str(home))
+    from ltm_cli import Memory
+    from ltm_cli.storage.server import EmbeddedServer
+
+    docs = home / "docs"
+    docs.mkdir()
+    with (DATA / "corpus.jsonl").open() as corpus:
+        for i, line in zip(range(200), corpus, strict=False):
+            doc = json.loads(line)
+            (docs / f"{i:03d}-{doc['_id']}.txt").write_text(f"{doc['title']}\n\n{doc['text']}\n", encoding="utf-8")
+    query = json.loads((DATA / "queries.jsonl").open().readline())["text"]
+    try:
+        start = time.perf_counter()
+        with Memory.open("cli-speed", home=str(home), embedder="local") as memory:
+            memory.docs.ingest([str(docs)])
+            memory.settings.set("voice.speed", 1.2)
+        results: dict = {"store": "200 SciFact abstracts, local model",
+                         "setup_seconds": round(time.perf_counter() - start, 1)}
+        print(f"store built in {results['setup_seconds']}s", flush=True)
+        results.update(cli_figures(env, query, args.cli_runs))
+    finally:
+        EmbeddedServer(home).stop()
+    save(args.out or str(ROOT / "bench" / "results" / "search_speed_cli.json"), results)
 
 
 if __name__ == "__main__":
