@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,14 +30,17 @@ class Chunk:
         return f"{self.heading}\n\n{self.text}" if self.heading else self.text
 
 
-def _split_block(block: str, tokens: int, limit: int, count: TokenCounter) -> list[tuple[str, int]]:
-    """Cut one over-long block into pieces of at most `limit` tokens: sentences, else lines, else windows."""
+def _split_block(block: str, tokens: int, limit: int, count: TokenCounter,
+                 starts: Sequence[int] | None = None) -> list[tuple[str, int]]:
+    """Cut one over-long block into pieces of at most `limit` tokens: sentences, else lines, else windows.
+    With `starts` (where the block's tokens start) the pieces are counted from those, not tokenized again."""
     if tokens <= limit:
         return [(block, tokens)]
-    pieces = _SENTENCE_END.split(block) if "\n" not in block.strip() else block.split("\n")
-    if len(pieces) == 1:
+    spans = _piece_spans(block, by_line="\n" in block.strip())
+    if len(spans) == 1:
         return _windows(block, limit)
-    counts = count(pieces)
+    pieces = [block[a:b] for a, b in spans]
+    counts = count(pieces) if starts is None else [bisect_left(starts, b) - bisect_left(starts, a) for a, b in spans]
     out: list[tuple[str, int]] = []
     joiner = "\n" if "\n" in block.strip() else " "
     current, current_tokens = [], 0
@@ -55,6 +59,19 @@ def _split_block(block: str, tokens: int, limit: int, count: TokenCounter) -> li
     if current:
         out.append((joiner.join(current), current_tokens))
     return [(text, n) for text, n in out if text.strip()]
+
+
+def _piece_spans(block: str, *, by_line: bool) -> list[tuple[int, int]]:
+    """Where block.split("\\n") (by_line) or _SENTENCE_END.split(block) cut it, as (start, end) offsets.
+    Every cut is at whitespace, and WordPiece never puts a token across whitespace, so a piece's tokens are
+    exactly the block's tokens that start inside its span."""
+    cuts = [(m.start(), m.end()) for m in (re.finditer("\n", block) if by_line else _SENTENCE_END.finditer(block))]
+    spans, start = [], 0
+    for cut_start, cut_end in cuts:
+        spans.append((start, cut_start))
+        start = cut_end
+    spans.append((start, len(block)))
+    return spans
 
 
 def _windows(text: str, limit: int) -> list[tuple[str, int]]:
@@ -84,10 +101,14 @@ def _windows(text: str, limit: int) -> list[tuple[str, int]]:
 def chunk_sections(sections: Sequence[Section], *, target: int, overlap: int, max_tokens: int,
                    count: TokenCounter | None = None) -> list[Chunk]:
     """Pack each section's blocks into chunks of about `target` tokens (never more than the embedder takes)."""
-    if count is None:
-        from ltm_cli.embedders.base import count_tokens
+    from ltm_cli.embedders.base import count_tokens, count_tokens_with_starts
 
-        count = count_tokens
+    if count is None:
+        # One tokenization per block: an over-long block's token offsets count its sentences as well.
+        count, measure = count_tokens, count_tokens_with_starts
+    else:
+        custom = count
+        measure = lambda blocks, keep_over: [(n, None) for n in custom(blocks)]  # noqa: E731
     chunks: list[Chunk] = []
     headings = [(s.heading or "")[:MAX_HEADING_CHARS] or None for s in sections]
     heading_tokens = count([h or "" for h in headings])
@@ -97,14 +118,14 @@ def chunk_sections(sections: Sequence[Section], *, target: int, overlap: int, ma
         blocks = [b for b in section.blocks if b.strip()]
         if not blocks:
             continue
-        block_tokens = count(blocks)
-        total = sum(block_tokens)
+        measured = measure(blocks, limit)
+        total = sum(n for n, _ in measured)
         if section.atomic and total <= hard:
             chunks.append(Chunk(len(chunks), "\n\n".join(blocks), heading, dict(section.location), total))
             continue
         units: list[tuple[str, int]] = []
-        for block, n in zip(blocks, block_tokens, strict=True):
-            units.extend(_split_block(block, n, limit, count))
+        for block, (n, starts) in zip(blocks, measured, strict=True):
+            units.extend(_split_block(block, n, limit, count, starts))
         for text, n in _pack(units, limit, overlap):
             chunks.append(Chunk(len(chunks), text, heading, dict(section.location), n))
     return chunks

@@ -50,28 +50,40 @@ def count_tokens(texts: Sequence[str]) -> list[int]:
     approximation for staying under an input limit. Memory stays bounded whatever the input: texts are
     tokenized in batches of about COUNT_BATCH_CHARS, and a longer text in whitespace-cut slices (WordPiece
     splits on whitespace first, so the counts add up exactly)."""
-    counts: list[int] = []
+    return [n for n, _ in count_tokens_with_starts(texts, keep_over=None)]
+
+
+def count_tokens_with_starts(texts: Sequence[str], keep_over: int | None) -> list[tuple[int, list[int] | None]]:
+    """count_tokens, plus where each token starts (character offsets) for the texts of more than `keep_over`
+    tokens (None: for none), so a chunker can count any whitespace-bounded piece of such a text without
+    tokenizing it again. A text longer than COUNT_BATCH_CHARS gets its count only."""
+    out: list[tuple[int, list[int] | None]] = []
     batch: list[str] = []
     size = 0
     for text in texts:
         if len(text) > COUNT_BATCH_CHARS:
-            counts.extend(_count_batch(batch))
+            out.extend(_count_batch(batch, keep_over))
             batch, size = [], 0
-            counts.append(sum(_count_batch([piece])[0] for piece in _slices(text, COUNT_BATCH_CHARS)))
+            out.append((sum(_count_batch([piece], None)[0][0] for piece in _slices(text, COUNT_BATCH_CHARS)), None))
             continue
         if size + len(text) > COUNT_BATCH_CHARS and batch:
-            counts.extend(_count_batch(batch))
+            out.extend(_count_batch(batch, keep_over))
             batch, size = [], 0
         batch.append(text)
         size += len(text)
-    counts.extend(_count_batch(batch))
-    return counts
+    out.extend(_count_batch(batch, keep_over))
+    return out
 
 
-def _count_batch(texts: list[str]) -> list[int]:
+def _count_batch(texts: list[str], keep_over: int | None) -> list[tuple[int, list[int] | None]]:
     if not texts:
         return []
-    return [len(e.ids) for e in bert_tokenizer().encode_batch(texts, add_special_tokens=False)]
+    out: list[tuple[int, list[int] | None]] = []
+    for encoding in bert_tokenizer().encode_batch(texts, add_special_tokens=False):
+        n = len(encoding.ids)
+        out.append((n, [start for start, _ in encoding.offsets] if keep_over is not None and n > keep_over
+                    else None))
+    return out
 
 
 def _slices(text: str, size: int) -> list[str]:
