@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
+import numpy as np
 import pytest
 
 from tests.conftest import SHARED_DATA
@@ -46,3 +50,29 @@ def test_counting_sentences_from_the_blocks_token_offsets_gives_the_same_chunks(
         assert fast == slow
         split += len(fast) > len(doc.sections)
     assert split > 10  # the over-long path really ran
+
+
+def _hash_embed_reference(texts, dim=384):
+    """HashEmbedder as first written (one blake2b and one += per feature): its vectors are a stored space."""
+    matrix = np.zeros((len(texts), dim), dtype=np.float32)
+    for row, text in enumerate(texts):
+        words = [w.lower() for w in re.findall(r"\w+", text)]
+        for feature in words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]:
+            value = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+            matrix[row, value % dim] += 1.0 if (value >> 63) & 1 else -1.0
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (matrix / norms).astype(np.float32)
+
+
+def test_the_hash_embedder_gives_the_vectors_it_always_gave():
+    from ltm_cli.embedders.hashing import HashEmbedder
+
+    texts = [p.read_text(errors="replace")[:3000] for p in REAL_FILES[:30]]
+    texts += ["", "   ", "x", "İstanbul ÇA ß straße", "the the the the", "日本語のテキスト", "a b " * 500]
+    embedder = HashEmbedder()
+    first = embedder.embed(texts)
+    again = embedder.embed(list(reversed(texts)))[::-1]  # second call: buckets come from the cache
+    assert np.array_equal(first, _hash_embed_reference(texts))
+    assert np.array_equal(again, first)
+    assert np.array_equal(HashEmbedder(dim=64).embed(texts), _hash_embed_reference(texts, 64))

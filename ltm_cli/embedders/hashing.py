@@ -11,6 +11,7 @@ import numpy as np
 from ltm_cli.embedders.base import normalize_rows
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+CACHE_FEATURES = 500_000  # features whose bucket is remembered (~100 MB at most)
 
 
 class HashEmbedder:
@@ -27,16 +28,26 @@ class HashEmbedder:
 
     def __init__(self, dim: int = 384) -> None:
         self.dim = dim
+        self._buckets: dict[str, int] = {}  # feature -> signed bucket + 1; words recur, so most are looked up
 
     def _features(self, text: str) -> list[str]:
         words = [w.lower() for w in _WORD.findall(text)]
         return words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
 
+    def _bucket(self, feature: str) -> int:
+        value = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+        bucket = value % self.dim + 1
+        return bucket if (value >> 63) & 1 else -bucket
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         matrix = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if len(self._buckets) > CACHE_FEATURES:
+            self._buckets.clear()
+        buckets = self._buckets
         for row, text in enumerate(texts):
-            for feature in self._features(text):
-                digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
-                value = int.from_bytes(digest, "little")
-                matrix[row, value % self.dim] += 1.0 if (value >> 63) & 1 else -1.0
+            signed = [buckets.get(f) or buckets.setdefault(f, self._bucket(f)) for f in self._features(text)]
+            if signed:
+                found = np.asarray(signed, dtype=np.int64)
+                # Counts of +1 and -1 are exact in any order: the same vectors as one += per feature.
+                matrix[row] = np.bincount(np.abs(found) - 1, weights=np.sign(found), minlength=self.dim)
         return normalize_rows(matrix)
