@@ -121,7 +121,7 @@ def test_a_failure_mid_document_leaves_nothing_visible(cli, tmp_path, monkeypatc
 
     config = load_config()
     with monkeypatch.context() as patch, pytest.raises(RuntimeError):
-        patch.setattr(ingest_svc, "write_chunks", explode)
+        patch.setattr(ingest_svc, "copy_chunks", explode)
         ingest_svc.Ingestor(Database(config), config, get_embedder(config), StoreRef(config.store)).run(
             [str(tmp_path)])
     assert _docs(cli) == []

@@ -76,3 +76,67 @@ def test_the_hash_embedder_gives_the_vectors_it_always_gave():
     assert np.array_equal(first, _hash_embed_reference(texts))
     assert np.array_equal(again, first)
     assert np.array_equal(HashEmbedder(dim=64).embed(texts), _hash_embed_reference(texts, 64))
+
+
+def _wal_fsyncs(memory) -> int:
+    """WAL fsyncs so far by the whole server. A backend reports its counts when it exits (or within seconds
+    while idle): close our connections and wait for their backends to go first."""
+    import time
+
+    from sqlalchemy import text
+
+    memory.db.dispose()
+    with memory.db.connect() as conn:
+        for _ in range(100):
+            others = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ltm' "
+                                       "AND pid <> pg_backend_pid()")).scalar()
+            if not others:
+                break
+            time.sleep(0.05)
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return int(conn.execute(text("SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal'"))
+                   .scalar())
+
+
+def test_an_ingest_of_many_small_files_does_not_wait_for_a_wal_flush_per_file(tmp_path, store):
+    from ltm_cli import Memory
+
+    files = 300
+    for i in range(files):
+        (tmp_path / f"note{i}.md").write_text(f"# Note {i}\n\nA short note about topic{i} and its details.\n")
+    with Memory.open() as memory:
+        before = _wal_fsyncs(memory)
+        summary = memory.docs.ingest([str(tmp_path)])
+        fsyncs = _wal_fsyncs(memory) - before
+    assert summary.count("added") == files
+    # A durable commit per file made at least one fsync each; now a few commits wait for one, and the WAL
+    # writer flushes the rest in the background (every 200 ms while there is WAL to write).
+    assert fsyncs < files / 3, fsyncs
+
+
+def test_a_document_the_server_refuses_fails_alone_and_its_batch_is_kept(cli, tmp_path, store):
+    from sqlalchemy import text
+
+    from ltm_cli import Memory
+
+    for i in range(6):
+        (tmp_path / f"doc{i}.md").write_text(f"# Doc {i}\n\n" + ("POISONED " if i == 3 else "") + f"body {i}\n")
+    with Memory.open() as memory, memory.db.connect() as conn:
+        conn.execute(text("""
+            CREATE FUNCTION ltm_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.text LIKE '%POISONED%' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;
+            RETURN NEW; END $$;
+            CREATE TRIGGER ltm_test_refuse BEFORE INSERT ON chunks FOR EACH ROW EXECUTE FUNCTION ltm_test_refuse();
+        """))
+    try:
+        done = cli("ingest", str(tmp_path), "--json")
+    finally:
+        with Memory.open() as memory, memory.db.connect() as conn:
+            conn.execute(text("DROP TRIGGER ltm_test_refuse ON chunks; DROP FUNCTION ltm_test_refuse()"))
+    assert done.exit_code == 1, done.stderr
+    statuses = {f["display"].rsplit("/", 1)[-1]: (f["status"], f["error"]) for f in done.json()["files"]}
+    assert statuses.pop("doc3.md") == ("failed", "not stored: refused by a test trigger")
+    assert {s for s, _ in statuses.values()} == {"added"}
+    docs = cli("docs", "list", "--json").json()
+    assert sorted(d["source"].rsplit("/", 1)[-1] for d in docs) == [f"doc{i}.md" for i in (0, 1, 2, 4, 5)]
+    assert all(d["chunks"] == 1 for d in docs)

@@ -1,14 +1,15 @@
-"""Reference memory: files -> loaders -> chunks -> embeddings -> one transaction per document."""
+"""Reference memory: files -> loaders -> chunks -> embeddings -> documents written a batch per transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import glob
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ltm_cli.chunking import Chunk, chunk_sections
 from ltm_cli.errors import InvalidInputError
 from ltm_cli.loaders import LoadError, LoadOptions, detect, load
-from ltm_cli.services.embedding import Progress, content_hash, embed_and_cache
+from ltm_cli.services.embedding import Progress, checked, content_hash
 from ltm_cli.storage import vectors
 from ltm_cli.storage.copy import copy_in, encode_rows
 from ltm_cli.storage.stores import StoreRef
@@ -30,10 +31,15 @@ if TYPE_CHECKING:
 
 PIPELINE_VERSION = 3  # bump when loaders or chunking change what a file turns into
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"}
-BULK_CHUNKS = 1000  # once a run has written this many chunks, the rest load without the HNSW index (rebuilt
-# at the end): inserting into HNSW runs at hundreds of rows/s, building it at thousands
+BULK_CHUNKS = 1000  # once a run has written this many new vectors, the rest load without the space's HNSW index
+# (rebuilt at the end): inserting into HNSW runs at hundreds of rows/s, building it at thousands
+REBUILD_RATIO = 8  # ... unless the index already holds this many times what the run has written: rebuilding
+# a large space's index for a small addition costs more than inserting into it
 ANALYZE_ROWS = 1000  # refresh planner statistics after writing this many chunks
-EMBED_BATCH = 256  # texts gathered across documents before the embedder runs
+EMBED_BATCH = 256  # chunks gathered across documents before the embedder runs; also written in one transaction
+GROUP_FILES = 64  # files read ahead and looked up in the database with one query
+GROUP_BYTES = 16 << 20  # ... or fewer, once they hold this many bytes
+READ_AHEAD = 128  # loaded files (or their results) the reader thread may be ahead of embedding and writing
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,17 @@ class _Prepared:
     hashes: list[bytes]
 
 
+@dataclass
+class _Read:
+    candidate: Candidate
+    data: bytes
+    file_hash: bytes
+    kind: str
+
+
+_END = object()  # the reader thread's last item
+
+
 class Ingestor:
     def __init__(self, db: Database, config: Config, embedder: Embedder, store: StoreRef,
                  options: IngestOptions | None = None, progress: Progress | None = None,
@@ -223,7 +240,7 @@ class Ingestor:
         self._store_id: int | None = None
         self._space_id: int | None = None
         self._pending: list[_Prepared] = []
-        self._written = 0  # chunks written by this run
+        self._vectors = 0  # vectors written by this run
         self._bulk = False  # the space's index was dropped for the rest of this load
 
     # public
@@ -246,10 +263,15 @@ class Ingestor:
                                                   self.embedder.dim)
         self.progress("start", {"files": len(candidates)})
         try:
-            for candidate in candidates:
-                self._one(candidate)
-                if sum(len(p.chunks) for p in self._pending) >= EMBED_BATCH:
-                    self._flush()
+            with contextlib.closing(self._prepared(candidates)) as prepared:  # closing stops the reader thread
+                for item in prepared:
+                    if isinstance(item, FileResult):
+                        self._done(item)
+                        continue
+                    self._pending.append(item)
+                    self.progress("loaded", {"display": item.candidate.display, "chunks": len(item.chunks)})
+                    if sum(len(p.chunks) for p in self._pending) >= EMBED_BATCH:
+                        self._flush()
             self._flush()
             if synced:
                 self._sync(synced, {c.source for c in candidates})
@@ -262,6 +284,89 @@ class Ingestor:
                     self.db.analyze("chunks", "documents", "embeddings")
             self.summary.seconds = time.perf_counter() - start
         return self.summary
+
+    def _prepared(self, candidates: Sequence[Candidate]) -> Iterator[_Prepared | FileResult]:
+        """What each file turns into, in order: read, looked up, loaded and chunked by a second thread, so
+        parsing the next files overlaps with embedding and writing these (the model, the tokenizer and the
+        database all release the GIL). Its errors are raised here; stopping early stops it."""
+        import queue
+        import threading
+
+        items: queue.Queue[Any] = queue.Queue(maxsize=READ_AHEAD)
+        stop = threading.Event()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def read_all() -> None:
+            try:
+                for group in self._groups(candidates):
+                    for item in self._load_group(group):
+                        if not put(item):
+                            return
+                put(_END)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread, which raises it
+                put(exc)
+
+        reader = threading.Thread(target=read_all, name="ltm-ingest-reader", daemon=True)
+        reader.start()
+        finished = False
+        try:
+            while True:
+                item = items.get()
+                if item is _END:
+                    finished = True
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            # Stopped early (an error, Ctrl-C): the reader stops at its next file; do not wait out a long PDF.
+            reader.join(None if finished else 1.0)
+
+    def _groups(self, candidates: Sequence[Candidate]) -> Iterator[list[_Read | FileResult]]:
+        """The candidates read, a few at a time (at most GROUP_FILES files and about GROUP_BYTES of them)."""
+        group: list[_Read | FileResult] = []
+        size = 0
+        for candidate in candidates:
+            item = self._read_one(candidate)
+            group.append(item)
+            size += len(item.data) if isinstance(item, _Read) else 0
+            if len(group) >= GROUP_FILES or size >= GROUP_BYTES:
+                yield group
+                group, size = [], 0
+        if group:
+            yield group
+
+    def _read_one(self, candidate: Candidate) -> _Read | FileResult:
+        result = FileResult(candidate.source, candidate.display, "failed")
+        try:
+            data = self._read(candidate)
+        except OSError as exc:
+            result.error = f"cannot read: {exc.strerror}"
+            return result
+        except InvalidInputError as exc:
+            if candidate.path is None:
+                raise  # standard input is the whole run's input: its limit is the command's error (exit 4)
+            result.error = exc.message
+            return result
+        kind = detect(candidate.path or Path(candidate.display), data if len(data) < 64 << 20 else data[:65536])
+        if kind is None:
+            result.status, result.error = "skipped", "unsupported or binary file"
+            return result
+        return _Read(candidate, data, content_hash(data), kind)
+
+    def _load_group(self, group: Sequence[_Read | FileResult]) -> Iterator[_Prepared | FileResult]:
+        existing = self._existing([r.candidate.source for r in group if isinstance(r, _Read)])
+        for item in group:
+            yield item if isinstance(item, FileResult) else self._one(item, existing.get(item.candidate.source))
 
     def _sync(self, dirs: Sequence[Path], found: set[str]) -> None:
         """Documents ingested from under `dirs` whose files no longer exist go (a dry run lists them). A file
@@ -281,40 +386,25 @@ class Ingestor:
                 conn.execute(text("DELETE FROM documents WHERE id = ANY(:ids)"), {"ids": [i for i, _ in gone]})
         self.summary.removed = [source for _, source in gone]
 
-    # one file: read, skip if unchanged, load and chunk (no database writes yet)
-    def _one(self, candidate: Candidate) -> None:
+    # one file: skip if unchanged, load and chunk (no database writes yet)
+    def _one(self, read: _Read, existing: dict[str, Any] | None) -> _Prepared | FileResult:
+        candidate, data, file_hash, kind = read.candidate, read.data, read.file_hash, read.kind
         result = FileResult(candidate.source, candidate.display, "failed")
-        try:
-            data = self._read(candidate)
-        except OSError as exc:
-            result.error = f"cannot read: {exc.strerror}"
-            return self._done(result)
-        except InvalidInputError as exc:
-            if candidate.path is None:
-                raise  # standard input is the whole run's input: its limit is the command's error (exit 4)
-            result.error = exc.message
-            return self._done(result)
-        file_hash = content_hash(data)
-        kind = detect(candidate.path or Path(candidate.display), data if len(data) < 64 << 20 else data[:65536])
-        if kind is None:
-            result.status, result.error = "skipped", "unsupported or binary file"
-            return self._done(result)
-        existing = self._existing(candidate.source)
         if existing and not self.options.force and existing["content_hash"] == file_hash \
                 and existing["pipeline"] == self.pipeline and existing["fully_embedded"]:
             result.status, result.document_id = "unchanged", existing["id"]
             result.chunks = existing["chunks"]
-            return self._done(result)
+            return result
         if kind != "pdf" and not data.lstrip(b"\xef\xbb\xbf").strip():
             return self._empty(result, existing)
         try:
             loaded = load(candidate.path or Path(candidate.display), data, kind, self._load_options(candidate))
         except LoadError as exc:
             result.error = str(exc)
-            return self._done(result)
+            return result
         except RecursionError:
             result.error = "structure too deeply nested to read"
-            return self._done(result)
+            return result
         result.notices, result.warnings = loaded.notices, loaded.warnings
         result.title = _printable(loaded.title) if loaded.title else loaded.title
         chunks = chunk_sections(loaded.sections, target=self.config.chunk_tokens,
@@ -326,10 +416,8 @@ class Ingestor:
         metadata = {**loaded.metadata, **self.options.meta, "_pipeline": self.pipeline}
         if candidate.path is not None:
             metadata.setdefault("file_name", _printable(candidate.path.name))
-        self._pending.append(_Prepared(candidate, result, file_hash, loaded.media_type, result.title, metadata,
-                                       chunks, [content_hash(c.embed_text) for c in chunks]))
-        self.progress("loaded", {"display": candidate.display, "chunks": len(chunks)})
-        return None
+        return _Prepared(candidate, result, file_hash, loaded.media_type, result.title, metadata, chunks,
+                         [content_hash(c.embed_text) for c in chunks])
 
     def _read(self, candidate: Candidate) -> bytes:
         """The file's bytes, never more than max_file_size: a larger file fails alone before it is read."""
@@ -349,7 +437,7 @@ class Ingestor:
                 data = read_limited(handle, limit, candidate.display)
         return data
 
-    def _empty(self, result: FileResult, existing: dict[str, Any] | None) -> None:
+    def _empty(self, result: FileResult, existing: dict[str, Any] | None) -> FileResult:
         """A file with no text (empty, whitespace, a PDF of blank pages) is skipped, not failed; the document
         it used to be is removed, so search never serves text the file no longer has."""
         from sqlalchemy import text
@@ -359,7 +447,7 @@ class Ingestor:
             with self.db.connect() as conn:
                 conn.execute(text("DELETE FROM documents WHERE id = :i"), {"i": existing["id"]})
             result.notices.append("it had text before: its old chunks were removed")
-        return self._done(result)
+        return result
 
     def _load_options(self, candidate: Candidate) -> LoadOptions:
         passwords = list(self.options.passwords)
@@ -368,28 +456,29 @@ class Ingestor:
                 passwords.insert(0, self.options.password_map[key])
         return LoadOptions(passwords=tuple(passwords))
 
-    def _existing(self, source: str) -> dict[str, Any] | None:
+    def _existing(self, sources: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Per source already stored: its id, hashes, chunk count and whether every chunk has its vector in
+        this space. One round trip for a group of files: the unchanged path is the hot one when re-ingesting a
+        large tree."""
         from sqlalchemy import text
 
-        if self._store_id is None:
-            return None
+        if self._store_id is None or not sources:
+            return {}
         with self.db.connect() as conn:
-            # One round trip answers both "is it the same file?" and "does every chunk have its vector in
-            # this space?": the unchanged path is the hot one when re-ingesting a large tree.
-            row = conn.execute(text(
-                "SELECT d.id, d.content_hash, d.metadata -> '_pipeline' AS pipeline, "
+            rows = conn.execute(text(
+                "SELECT d.id, d.source, d.content_hash, d.metadata -> '_pipeline' AS pipeline, "
                 "(SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks, "
                 "NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id AND NOT EXISTS "
                 "(SELECT 1 FROM embeddings e WHERE e.space_id = :sp AND e.content_hash = c.embed_hash)) "
                 "AS fully_embedded "
-                "FROM documents d WHERE d.store_id = :s AND d.source = :src"),
-                {"s": self._store_id, "src": source, "sp": self._space_id}).mappings().first()
-        if row is None:
-            return None
-        return {**row, "content_hash": bytes(row["content_hash"])}
+                "FROM documents d WHERE d.store_id = :s AND d.source = ANY(CAST(:src AS text[]))"),
+                {"s": self._store_id, "src": list(sources), "sp": self._space_id}).mappings().all()
+        return {row["source"]: {**row, "content_hash": bytes(row["content_hash"])} for row in rows}
 
-    # embed what the batch needs, then write each document in its own transaction
+    # embed what the batch needs, then write the batch in one transaction, each document all-or-nothing
     def _flush(self) -> None:
+        from sqlalchemy import text
+
         if not self._pending:
             return
         batch, self._pending = self._pending, []
@@ -397,26 +486,117 @@ class Ingestor:
         for prepared in batch:
             for chunk, digest in zip(prepared.chunks, prepared.hashes, strict=True):
                 texts.setdefault(digest, chunk.embed_text)
-        done = embed_and_cache(self.db, self.embedder, self._space_id, texts, dry_run=self.options.dry_run,
-                               progress=self.progress, batch=max(len(texts), 1))
-        self.summary.embedded += done.computed
-        self.summary.cached += done.cached
+        with self.db.connect() as conn:
+            absent = vectors.missing(conn, self._space_id, list(texts))
+        todo = [h for h in texts if h in absent]
+        self.summary.embedded += len(todo)
+        self.summary.cached += len(texts) - len(todo)
         if self.options.dry_run:
             for prepared in batch:
                 self.summary.chunks += len(prepared.chunks)
                 self._done(prepared.result)
             return
+        matrix = self._embed([texts[h] for h in todo])
+        self._vectors += len(todo)
+        if not self._bulk and self._vectors > BULK_CHUNKS:
+            self._bulk = self._drop_index()
+        with self.db.connect() as conn:
+            # Not waiting for the WAL flush of each commit is most of a small file's cost. A crash of the
+            # server or the machine may lose the last moments of commits, whole, never part of one; the next
+            # run of the same ingest finds those files changed and writes them again. Vectors go first in the
+            # same transaction: a chunk is never visible without its vector.
+            conn.execute(text("SET LOCAL synchronous_commit = off"))
+            vectors.write(conn, self._space_id, todo, matrix)
+            self._write_group(conn, batch)
         for prepared in batch:
-            if not self._bulk and self._written + len(prepared.chunks) > BULK_CHUNKS:
-                with self.db.connect() as conn:
-                    vectors.drop_index(conn, self._space_id)
-                self._bulk = True
-            with self.db.connect() as conn:
-                prepared.result.document_id = self._write_document(conn, prepared)
-            if prepared.result.status != "unchanged":
-                self._written += len(prepared.chunks)
-            self.summary.chunks += len(prepared.chunks)
+            if prepared.result.status != "failed":
+                self.summary.chunks += len(prepared.chunks)
             self._done(prepared.result)
+
+    def _drop_index(self) -> bool:
+        """Drop the space's HNSW index for the rest of this load (ensure_index rebuilds it at the end), unless
+        it is large next to what this run writes; True when the run need not ask again."""
+        from sqlalchemy import text
+
+        with self.db.connect() as conn:  # its own short transaction: DROP INDEX locks out searches
+            rows = conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:n)"),
+                                {"n": vectors.index_name(self._space_id)}).scalar()
+            if rows is not None and rows > REBUILD_RATIO * self._vectors:
+                return False
+            vectors.drop_index(conn, self._space_id)
+        return True
+
+    def _embed(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        self.progress("embedding", {"texts": len(texts)})
+        started = time.perf_counter()
+        matrix = checked(self.embedder, self.embedder.embed(texts), len(texts))
+        self.progress("embedded", {"texts": len(texts), "seconds": time.perf_counter() - started})
+        return matrix
+
+    def _write_group(self, conn: Connection, batch: Sequence[_Prepared]) -> None:
+        """All of the batch's documents, or, when the server refuses something, each document alone under its
+        own SAVEPOINT: a document that still fails is reported failed and the others are kept."""
+        ordered = sorted(batch, key=lambda p: p.candidate.source)  # one lock order for concurrent runs
+        try:
+            with conn.begin_nested():
+                self._write_documents(conn, ordered)
+            return
+        except Exception as exc:
+            if _refusal(exc) is None:
+                raise
+        for prepared in ordered:
+            try:
+                with conn.begin_nested():
+                    prepared.result.document_id = self._write_document(conn, prepared)
+            except Exception as exc:
+                why = _refusal(exc)
+                if why is None:
+                    raise
+                prepared.result.status, prepared.result.document_id = "failed", None
+                prepared.result.error = f"not stored: {why}"
+
+    def _write_documents(self, conn: Connection, ordered: Sequence[_Prepared]) -> None:
+        """New documents in one INSERT and their chunks in one COPY; a document already stored (or that a
+        concurrent run inserts first) takes the one-document path, which decides unchanged or updated."""
+        import json
+
+        from sqlalchemy import text
+
+        sources = [p.candidate.source for p in ordered]
+        stored = set(conn.execute(text(
+            "SELECT source FROM documents WHERE store_id = :s AND source = ANY(CAST(:src AS text[])) "
+            "ORDER BY source FOR UPDATE"), {"s": self._store_id, "src": sources}).scalars())
+        fresh: dict[str, _Prepared] = {}
+        for prepared in ordered:
+            if prepared.candidate.source not in stored:
+                fresh.setdefault(prepared.candidate.source, prepared)  # standard input named twice: once
+        ids: dict[str, int] = {}
+        if fresh:
+            docs = list(fresh.values())
+            ids = dict(conn.execute(text("""
+                INSERT INTO documents (store_id, source, content_hash, media_type, title, metadata, tags)
+                SELECT :s, u.source, u.h, u.mt, u.t, CAST(u.m AS jsonb), CAST(:tags AS text[])
+                FROM unnest(CAST(:src AS text[]), CAST(:h AS bytea[]), CAST(:mt AS text[]), CAST(:t AS text[]),
+                            CAST(:m AS text[])) AS u(source, h, mt, t, m)
+                ORDER BY u.source
+                ON CONFLICT (store_id, source) DO NOTHING RETURNING source, id"""), {
+                "s": self._store_id, "tags": list(self.options.tags),
+                "src": [p.candidate.source for p in docs], "h": [p.content_hash for p in docs],
+                "mt": [p.media_type for p in docs], "t": [p.title for p in docs],
+                "m": [json.dumps(p.metadata, ensure_ascii=False) for p in docs]}).all())
+        written = []
+        for prepared in ordered:
+            doc_id = ids.get(prepared.candidate.source)
+            if doc_id is not None and fresh[prepared.candidate.source] is prepared:
+                prepared.result.status, prepared.result.document_id = "added", doc_id
+                written.append((doc_id, prepared.chunks, prepared.hashes))
+            else:
+                prepared.result.document_id = self._write_document(conn, prepared)
+        copy_chunks(conn, self._store_id, written)
 
     def _write_document(self, conn: Connection, prepared: _Prepared) -> int:
         """Document row and all its chunks in the caller's transaction: all visible at commit, or nothing.
@@ -461,10 +641,35 @@ class Ingestor:
         self.progress("file", {"display": result.display, "status": result.status, "chunks": result.chunks})
 
 
-def write_chunks(conn: Connection, document_id: int, store: int, chunks: Iterable[Chunk],
+def _refusal(exc: Exception) -> str | None:
+    """The server's first line when it refused a statement (the transaction can go on after a rollback to a
+    savepoint); None for anything else, a lost connection included. COPY runs on the driver's cursor, so its
+    errors come unwrapped by SQLAlchemy."""
+    import psycopg2
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return None
+        exc = exc.orig  # type: ignore[assignment]
+    if not isinstance(exc, psycopg2.Error) or isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+        return None
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def write_chunks(conn: Connection, document_id: int, store: int, chunks: Sequence[Chunk],
                  hashes: Sequence[bytes]) -> None:
-    rows = ((document_id, store, c.ordinal, c.heading, c.text, c.location, c.token_count, h)
-            for c, h in zip(chunks, hashes, strict=True))
+    copy_chunks(conn, store, [(document_id, chunks, hashes)])
+
+
+def copy_chunks(conn: Connection, store: int,
+                documents: Iterable[tuple[int, Sequence[Chunk], Sequence[bytes]]]) -> None:
+    """The chunks of these documents, (document id, chunks, their embed hashes) each, in one binary COPY."""
+    rows = [(document_id, store, c.ordinal, c.heading, c.text, c.location, c.token_count, h)
+            for document_id, chunks, hashes in documents for c, h in zip(chunks, hashes, strict=True)]
+    if not rows:
+        return
     copy_in(conn, "chunks", ("document_id", "store_id", "ordinal", "heading", "text", "location", "token_count",
                              "embed_hash"),
             encode_rows(rows, ("int8", "int4", "int4", "text", "text", "jsonb", "int4", "bytea")))
