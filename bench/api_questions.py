@@ -194,11 +194,16 @@ def pooled(rows: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
     return out
 
 
+def scores_of(run: dict[str, Any]) -> dict[str, float]:
+    """A reference run's scores without its ranks: what ltm's rows print, so the two read side by side."""
+    return {key: run[key] for key in ("hit@1", "hit@5", "mrr@10")}
+
+
 def summary_line(row: dict[str, Any]) -> str:
     ref = row.get("reference")
     parts = [f"{mode} {row[mode]['returned']}" for mode in MODES if mode in row]
     if ref:
-        parts.append("reference " + "  ".join(f"{name} {ref[name]['mrr@10']}" for name in ("bm25", "minilm", "rrf")))
+        parts.append("reference " + "  ".join(f"{name} {scores_of(ref[name])}" for name in ("bm25", "minilm", "rrf")))
     return "  ".join(parts)
 
 
