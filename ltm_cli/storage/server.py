@@ -22,6 +22,12 @@ SERVICE_USER = "ltm-postgres"  # PostgreSQL refuses to run as root; as root we r
 DEFAULT_PORT = 5432  # only names the socket file: the embedded server listens on no TCP port
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 STALE_PROCESS_WAIT = 10.0  # seconds the backends of a killed postmaster get to exit before we give up
+# Given at every start (so existing data directories get them too). PostgreSQL's defaults size the write-ahead
+# log for a busy server: up to 1 GB kept between checkpoints, and an ingest writes ~8 KB of WAL a chunk (176 MB
+# of a 316 MB data directory at 23k chunks, growing towards 1 GB). A local store is written in bursts and read
+# otherwise: checkpoint sooner, keep less. 103k chunks: 766 MB in all, 256 MB of it WAL (bench/ingest.py
+# --disk-rows 100000).
+WAL_SETTINGS = {"max_wal_size": "256MB", "min_wal_size": "64MB"}
 
 
 def bin_dir() -> Path:
@@ -295,7 +301,8 @@ class EmbeddedServer:
 
     def _start(self) -> None:
         options = (f"-c listen_addresses='{self.listen_addresses}' -p {self.port} "
-                   f"-c unix_socket_directories='{self.socket_dir}' -c unix_socket_permissions=0700")
+                   f"-c unix_socket_directories='{self.socket_dir}' -c unix_socket_permissions=0700 "
+                   + " ".join(f"-c {name}={value}" for name, value in WAL_SETTINGS.items()))
         last_error: DatabaseUnavailableError | None = None
         # Without /proc the wait for a killed postmaster's backends cannot see them, and they may hold its
         # shared memory for a moment: retry briefly.
