@@ -187,3 +187,42 @@ def test_first_per_group_keeps_each_groups_best_row_and_every_ungrouped_row():
     fused = [(("docs", i), 1.0 - i / 10, {}) for i in range(6)]
     group = {("docs", 0): "a", ("docs", 1): "a", ("docs", 3): "b", ("docs", 4): "a"}
     assert [key[1] for key, _, _ in first_per_group(fused, group)] == [0, 2, 3, 5]
+
+
+def _operation_chunks(spec_file: Path, operation: tuple[str, str]):
+    return sorted((c for c in _chunks(spec_file) if (c.location.get("method"), c.location.get("path")) == operation),
+                  key=lambda c: c.ordinal)
+
+
+def test_an_operations_first_chunk_is_its_card_with_identity_description_and_parameter_names(spec_file):
+    card = _operation_chunks(spec_file, ATTACH)[0]
+    assert card.text.startswith("POST /v1/payment_methods/{payment_method}/attach\n")
+    assert "Operation: PostPaymentMethodsPaymentMethodAttach" in card.text
+    assert "Attaches a PaymentMethod object to a Customer." in card.text
+    assert "Parameters: payment_method, customer, expand" in card.text  # path parameters and body fields by name
+    assert "Request body" not in card.text and "Responses:" not in card.text  # schema detail does not dilute it
+
+
+def test_schema_detail_follows_in_the_operations_own_chunks_under_the_same_identity(spec_file):
+    card, *details = _operation_chunks(spec_file, ATTACH)
+    assert details
+    assert {c.heading for c in details} == {card.heading}
+    assert [c.ordinal for c in details] == list(range(card.ordinal + 1, card.ordinal + 1 + len(details)))
+    rest = "\n".join(c.text for c in details)
+    assert "Request body (application/x-www-form-urlencoded): {customer: string, expand: string}" in rest
+    assert "- 200: Successful response. → payment_method" in rest
+    assert "on the Customer to the PaymentMethod's ID." in rest  # the description's end, past what the card holds
+
+
+def test_a_card_stays_one_chunk_however_many_fields_the_body_has(tmp_path):
+    fields = [f"option_number_{i}_with_a_long_name" for i in range(300)]
+    spec = {"openapi": "3.0.0", "info": {"title": "Wide", "version": "1"}, "paths": {"/v1/things": {
+        "post": _op("PostThings", _ATTACH_DESCRIPTION, body=_form(*fields), returns="payment_method")}},
+        "components": SPEC["components"]}
+    path = tmp_path / "wide.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    chunks = _operation_chunks(path, ("POST", "/v1/things"))
+    card = chunks[0]
+    assert "Operation: PostThings" in card.text and "option_number_0_with_a_long_name" in card.text
+    assert card.text.rstrip().endswith("more")  # the names that did not fit are counted, not listed
+    assert "Operation: PostThings" not in "\n".join(c.text for c in chunks[1:])

@@ -1,4 +1,4 @@
-"""OpenAPI 3.x and Swagger 2.0 (JSON or YAML, one file or many): one section per operation plus an overview."""
+"""OpenAPI 3.x and Swagger 2.0 (JSON or YAML, one file or many): an overview, per operation a card and details."""
 
 from __future__ import annotations
 
@@ -292,41 +292,69 @@ def _identity(method: str, path: str, summary: str, description: str, op_id: Any
     return head[:HEADING_CHARS]
 
 
-def _render_operation(r: _Renderer, method: str, path: str, op: dict, base: Path, shared: list,
-                      swagger2: bool) -> Section:
-    summary = _clip(op.get("summary"), 200)
-    op_id = op.get("operationId")
-    lines = [f"{method} {path}" + (f" — {summary}" if summary else "")]
-    if op_id:
-        lines.append(f"Operation: {op_id}")
-    if op.get("tags"):
-        lines.append(f"Tags: {', '.join(str(t) for t in op['tags'])}")
-    if op.get("deprecated"):
-        lines.append("Deprecated.")
-    description = _clip(op.get("description"))
-    if description and description != summary:
-        lines.append(description)
-    params = [p for p in (r.parameter(x, base) for x in [*shared, *(op.get("parameters") or [])]) if p]
-    blocks = ["\n".join(lines)]
-    if params:
-        blocks.append("Parameters:\n" + "\n".join(params))
-    body = None
+# An operation's card: what names it and says what it does, in one short chunk that both retrievers see first.
+# Shorter cards ranked better (bench/api_questions.py, all five specs: a 250-character description against 500
+# and 600): BM25 scores a short text that holds the question's words higher, and the card's vector stays on the
+# operation's purpose. The rest of the description, the parameters' descriptions and the schemas follow in the
+# operation's further chunks, which search lists under the operation once.
+CARD_DESCRIPTION = 250  # characters of the description on a card, cut at a sentence end
+CARD_NAMES = 300  # characters of parameter and body field names on a card
+
+
+def _cut(text: str, limit: int) -> tuple[str, str]:
+    """`text` split at the last sentence end within `limit` characters (else at a word): (head, rest)."""
+    if len(text) <= limit:
+        return text, ""
+    cut = max((m.start() for m in _SENTENCE.finditer(text) if m.start() <= limit), default=0)
+    if cut < limit // 3:
+        cut = text.rfind(" ", 0, limit)
+    cut = cut if cut > 0 else limit
+    return text[:cut].rstrip(), text[cut:].lstrip()
+
+
+def _names_line(names: list[str], limit: int = CARD_NAMES) -> str:
+    """As many names as fit in `limit` characters, then how many more there are: a card must stay one chunk."""
+    shown: list[str] = []
+    for name in names:
+        if shown and len(", ".join([*shown, name])) > limit:
+            break
+        shown.append(name)
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f", …{more} more" if more else "")
+
+
+def _body_schema(r: _Renderer, op: dict, base: Path, swagger2: bool) -> tuple[str | None, Any, Path]:
+    """(media type, schema, the file it lives in) of the request body; (None, None, base) without one."""
     if swagger2:
         for param in op.get("parameters") or []:
             param, pbase, _ = r.r.resolve(param, base)
             if isinstance(param, dict) and param.get("in") == "body":
-                body = f"Request body: {_clip(r.schema(param.get('schema', {}), pbase), MAX_SCHEMA_TEXT)}"
-    else:
-        request, rbase, _ = r.r.resolve(op.get("requestBody"), base)
-        if isinstance(request, dict):
-            content = request.get("content") or {}
-            for media, media_obj in list(content.items())[:2]:
-                schema = media_obj.get("schema") if isinstance(media_obj, dict) else None
-                body = f"Request body ({media}): {_clip(r.schema(schema or {}, rbase), MAX_SCHEMA_TEXT)}"
-                break
-    if body:
-        blocks.append(body)
-    responses = []
+                return None, param.get("schema", {}), pbase
+        return None, None, base
+    request, rbase, _ = r.r.resolve(op.get("requestBody"), base)
+    if isinstance(request, dict):
+        for media, media_obj in list((request.get("content") or {}).items())[:1]:
+            schema = media_obj.get("schema") if isinstance(media_obj, dict) else None
+            return media, schema or {}, rbase
+    return None, None, base
+
+
+def _field_names(r: _Renderer, schema: Any, base: Path, depth: int = 0) -> list[str]:
+    """A request body's top-level field names (through allOf/oneOf/anyOf): what Stripe and others call the
+    operation's parameters."""
+    node, nbase, _ = r.r.resolve(schema, base)
+    if not isinstance(node, dict) or depth > MAX_SCHEMA_DEPTH:
+        return []
+    names = [str(n) for n in node["properties"]] if isinstance(node.get("properties"), dict) else []
+    for combiner in ("allOf", "oneOf", "anyOf"):
+        if isinstance(node.get(combiner), list):
+            for part in node[combiner][:6]:
+                names += _field_names(r, part, nbase, depth + 1)
+    return names
+
+
+def _responses(r: _Renderer, op: dict, base: Path, swagger2: bool) -> list[str]:
+    out = []
     for status, response in list((op.get("responses") or {}).items())[:8]:
         response, resp_base, _ = r.r.resolve(response, base)
         if not isinstance(response, dict):
@@ -336,14 +364,52 @@ def _render_operation(r: _Renderer, method: str, path: str, op: dict, base: Path
             (m.get("schema") for m in (response.get("content") or {}).values() if isinstance(m, dict)), None)
         if schema:
             line += f" → {_clip(r.response_shape(schema, resp_base), MAX_SCHEMA_TEXT)}"
-        responses.append(line)
+        out.append(line)
+    return out
+
+
+def _render_operation(r: _Renderer, method: str, path: str, op: dict, base: Path, shared: list,
+                      swagger2: bool) -> list[Section]:
+    """An operation as its card, then its details (rest of the description, parameters, body, responses) in a
+    second section under the same heading and location."""
+    summary = _clip(op.get("summary"), 200)
+    op_id = op.get("operationId")
+    card = [f"{method} {path}" + (f" — {summary}" if summary else "")]
+    if op_id:
+        card.append(f"Operation: {op_id}")
+    if op.get("tags"):
+        card.append(f"Tags: {', '.join(str(t) for t in op['tags'])}")
+    if op.get("deprecated"):
+        card.append("Deprecated.")
+    description = _clip(op.get("description"))
+    gist, rest = _cut(description, CARD_DESCRIPTION)
+    if gist and gist != summary:
+        card.append(gist)
+    declared = [r.r.resolve(p, base)[0] for p in [*shared, *(op.get("parameters") or [])]]
+    media, body, body_base = _body_schema(r, op, base, swagger2)
+    names = [p["name"] for p in declared if isinstance(p, dict) and isinstance(p.get("name"), str)
+             and p.get("in") != "body"]
+    names += _field_names(r, body, body_base) if body is not None else []
+    if names:
+        card.append("Parameters: " + _names_line(list(dict.fromkeys(names))))
+    details = [rest] if rest else []
+    params = [p for p in (r.parameter(x, base) for x in [*shared, *(op.get("parameters") or [])]) if p]
+    if params:
+        details.append("Parameters:\n" + "\n".join(params))
+    if body is not None:
+        label = f"Request body ({media})" if media else "Request body"
+        details.append(f"{label}: {_clip(r.schema(body, body_base), MAX_SCHEMA_TEXT)}")
+    responses = _responses(r, op, base, swagger2)
     if responses:
-        blocks.append("Responses:\n" + "\n".join(responses))
+        details.append("Responses:\n" + "\n".join(responses))
     location = {"method": method, "path": path}
     if op_id:
         location["operation_id"] = op_id
-    return Section(blocks, heading=_identity(method, path, summary, description, op_id), location=location,
-                   atomic=True)
+    heading = _identity(method, path, summary, description, op_id)
+    sections = [Section(["\n".join(card)], heading=heading, location=location, atomic=True)]
+    if details:
+        sections.append(Section(details, heading=heading, location=location, atomic=True))
+    return sections
 
 
 def load_openapi(path: Path, data: bytes, options: LoadOptions) -> LoadedDocument:
@@ -374,7 +440,8 @@ def load_openapi(path: Path, data: bytes, options: LoadOptions) -> LoadedDocumen
     operations = _operations(spec, resolver, path)
     resolver.check_all()
     sections = [Section(overview, heading=f"{title} — overview", location={"section": "overview"})]
-    sections += [_render_operation(renderer, m, p, op, b, shared, swagger2) for m, p, op, b, shared in operations]
+    for m, p, op, b, shared in operations:
+        sections += _render_operation(renderer, m, p, op, b, shared, swagger2)
     notices = []
     if resolver.dangling:
         shown = sorted(resolver.dangling)
