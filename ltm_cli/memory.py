@@ -187,11 +187,14 @@ class Memory:
                 role: str | None = None, outcome: str | None = None, conversation: str | None = None,
                 about: str | None = None, closed: bool = False) -> Filters:
         from ltm_cli.services.filters import Filters
-        from ltm_cli.services.notes import check_about
 
+        if about:  # the notes service (and the vector code it imports) only when a search names a subject
+            from ltm_cli.services.notes import check_about
+
+            about = check_about(about)
         return Filters(kind=kind, source=source or None, tags=tuple(tags or ()), meta=parse_meta(meta),
                        since=parse_time(since), until=parse_time(until), role=role or None,
-                       outcome=outcome or None, conversation=conversation or None, about=check_about(about),
+                       outcome=outcome or None, conversation=conversation or None, about=about or None,
                        closed_notes=closed)
 
     # -- embedding spaces ------------------------------------------------------------------------------

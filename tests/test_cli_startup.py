@@ -157,6 +157,21 @@ def test_cursor_keeps_one_connection_and_rolls_back_on_error():
     assert db._idle == []
 
 
+def test_sqlalchemy_takes_over_the_plain_connection_instead_of_opening_another():
+    from sqlalchemy import text
+
+    db = Database(load_config())
+    try:
+        with db.cursor() as cur:  # as a hybrid search reads the store's embedding space first
+            cur.execute("SELECT pg_backend_pid()")
+            pid = cur.fetchone()[0]
+        with db.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() == pid
+        assert db._idle == []
+    finally:
+        db.dispose()
+
+
 @pytest.mark.parametrize(("url", "dsn"), [
     ("postgresql+psycopg2://u:p%40ss@db.example:5433/mem?sslmode=require",
      "postgresql://u:p%40ss@db.example:5433/mem?sslmode=require"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,14 +69,16 @@ def resolve_url(config: Config) -> str:
     return EmbeddedServer(config.home_path).ensure_running()
 
 
-def create_engine_for(url: str) -> Engine:
+CONNECT_ARGS = {"connect_timeout": 10, "application_name": "ltm"}
+
+
+def create_engine_for(url: str, creator: Callable[[], Any] | None = None) -> Engine:
+    """An engine for `url`; with `creator`, its connections come from it (see Database.engine)."""
     from sqlalchemy import create_engine
 
-    return create_engine(
-        url,
-        connect_args={"connect_timeout": 10, "application_name": "ltm"},
-        pool_pre_ping=False,
-    )
+    if creator is not None:
+        return create_engine(url, creator=creator, pool_pre_ping=False)
+    return create_engine(url, connect_args=CONNECT_ARGS, pool_pre_ping=False)
 
 
 def migration_lock(connection: Connection) -> None:
@@ -122,8 +124,13 @@ class Database:
 
     @property
     def engine(self) -> Engine:
+        """SQLAlchemy's engine. Where the plain connections of `cursor` can reach the server, the engine is given
+        theirs: one way to connect, and a command that used both (a hybrid search reads the store's embedding
+        space first) opens one connection, not two."""
         if self._engine is None:
-            self._engine = create_engine_for(self.url)
+            target = self._plain_target()
+            creator = None if target is None else lambda: self._take_idle() or self._connect_plain(target)
+            self._engine = create_engine_for(self.url, creator)
         return self._engine
 
     def dispose(self) -> None:
@@ -182,33 +189,44 @@ class Database:
     def _raw_connection(self) -> tuple[Any, bool]:
         """(connection, True) for a psycopg2 connection of our own; (SQLAlchemy's pooled one, False) for a URL
         only SQLAlchemy reads (see libpq_dsn), so both ways always reach the same server."""
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.closed:
-                return conn, True
-        import psycopg2
+        conn = self._take_idle()
+        if conn is not None:
+            return conn, True
+        target = self._plain_target()
+        if target is None:
+            from sqlalchemy.exc import OperationalError
 
+            try:
+                return self.engine.raw_connection(), False
+            except OperationalError as exc:
+                raise self._unavailable(exc) from exc
+        return self._connect_plain(target), True
+
+    def _plain_target(self) -> dict[str, Any] | None:
+        """psycopg2.connect's arguments for this database; None when only SQLAlchemy should read the URL."""
         url = self.url  # starts the embedded server when needed
         if self.is_embedded:
             from ltm_cli.storage.server import DATABASE_NAME, SUPERUSER, EmbeddedServer
 
             server = EmbeddedServer(self.config.home_path)
-            target: dict[str, Any] = {"host": str(server.socket_dir), "port": server.port, "user": SUPERUSER,
-                                      "dbname": DATABASE_NAME}
-        else:
-            dsn = libpq_dsn(url)
-            if dsn is None:
-                from sqlalchemy.exc import OperationalError
+            return {"host": str(server.socket_dir), "port": server.port, "user": SUPERUSER, "dbname": DATABASE_NAME}
+        dsn = libpq_dsn(url)
+        return None if dsn is None else {"dsn": dsn}
 
-                try:
-                    return self.engine.raw_connection(), False
-                except OperationalError as exc:
-                    raise self._unavailable(exc) from exc
-            target = {"dsn": dsn}
+    def _connect_plain(self, target: dict[str, Any]) -> Any:
+        import psycopg2
+
         try:
-            return psycopg2.connect(**target, connect_timeout=10, application_name="ltm"), True
+            return psycopg2.connect(**target, **CONNECT_ARGS)
         except psycopg2.OperationalError as exc:
             raise self._unavailable(exc) from exc
+
+    def _take_idle(self) -> Any:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        return None
 
     def _release(self, conn: Any, ours: bool) -> None:
         if ours and not conn.closed:
