@@ -234,6 +234,9 @@ def test_vector_and_keyword_legs_use_their_indexes_at_ten_thousand_chunks(store)
             plan = json.dumps(conn.execute(text("EXPLAIN (FORMAT JSON) " + svc.vector_sql(corpus, where, space, dim)),
                                            {"store": sid, "qvec": qvec, "k": 10}).scalar())
             assert vectors.index_name(space) in plan
+            options = conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = :n"),
+                                   {"n": vectors.index_name(space)}).scalar()
+            assert set(options) == {f"m={vectors.HNSW_M}", f"ef_construction={vectors.HNSW_EF_CONSTRUCTION}"}
             plan = json.dumps(conn.execute(text(
                 "EXPLAIN (FORMAT JSON) SELECT id FROM chunks x WHERE x.store_id = :store "
                 "AND x.tsv @@ 'unique5'::tsquery"), {"store": sid}).scalar())

@@ -60,6 +60,13 @@ def write(conn: Connection, space_id: int, hashes: Sequence[bytes], matrix: np.n
     conn.execute(text("TRUNCATE ltm_embeddings_in"))
 
 
+# bench/hnsw_study.py, 100k synthetic vectors, ef_search 100 (what search uses): pgvector's default build (m 16,
+# ef_construction 64) finds 0.899 of the exact top 10, ef_construction 200 finds 0.971 with the vector leg at
+# 7.0 ms p50; the index is the same size (112 MB), the build 2.3x slower. Real SciFact vectors: 0.997 either way.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 200
+
+
 def index_name(space_id: int) -> str:
     return f"embeddings_hnsw_space_{int(space_id)}"
 
@@ -83,7 +90,8 @@ def ensure_index(conn: Connection, space_id: int, dim: int) -> bool:
     conn.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
     conn.execute(text(
         f"CREATE INDEX IF NOT EXISTS {index_name(space_id)} ON embeddings "
-        f"USING hnsw ((embedding::halfvec({int(dim)})) halfvec_cosine_ops) WHERE space_id = {int(space_id)}"))
+        f"USING hnsw ((embedding::halfvec({int(dim)})) halfvec_cosine_ops) "
+        f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) WHERE space_id = {int(space_id)}"))
     return True
 
 
