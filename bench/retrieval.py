@@ -95,6 +95,20 @@ def stock_rank(db, store: str, query: str, k: int, function: str, websearch: boo
     return [(("docs", r.id), float(r.score)) for r in rows]
 
 
+NEIGHBOUR_WEIGHTS = (0.1, 0.2, 0.4)
+
+
+def neighbour_boosted(hits: list, weight: float) -> list:
+    """Hybrid results re-ranked as if each document chunk gained `weight` times the better fused score of the
+    chunks just before and after it in its document (fusion.boost_neighbours, which conversation turns use),
+    among the results returned."""
+    from ltm_cli.services.fusion import boost_neighbours
+
+    fused = [(("docs", h.id), h.score, {}) for h in hits]
+    place = {("docs", h.id): (h.document_id, h.ordinal) for h in hits}
+    return [key for key, _, _ in boost_neighbours(fused, place, weight)]
+
+
 def evaluate(memory: Memory, queries: dict[str, str], qrels, k: int) -> dict:
     from bench.legs import leg_results, row_keys
     from ltm_cli.services.fusion import convex, rrf
@@ -109,8 +123,10 @@ def evaluate(memory: Memory, queries: dict[str, str], qrels, k: int) -> dict:
         stock["ts_rank_cd"][qid] = stock_rank(db, store, text, k, "ts_rank_cd", False)
         stock["ts_rank_websearch"][qid] = stock_rank(db, store, text, k, "ts_rank", True)
     start = time.perf_counter()
+    product_hits = {}
     for qid, text in queries.items():  # what `ltm search -n 100` returns, defaults and all
-        product[qid] = [("docs", h.id) for h in memory.search(text, limit=100)]
+        product_hits[qid] = memory.search(text, limit=100)
+        product[qid] = [("docs", h.id) for h in product_hits[qid]]
     seconds = time.perf_counter() - start
     top10, diverse10 = {}, {}
     for qid, text in queries.items():
@@ -147,6 +163,10 @@ def evaluate(memory: Memory, queries: dict[str, str], qrels, k: int) -> dict:
     # `-n 10` with and without --diverse (MMR): nDCG@10 over the ten chunks returned
     out["hybrid_n10"] = score(lambda legs: top10[next(q for q, v in per_query.items() if v is legs)])
     out["hybrid_n10_diverse"] = score(lambda legs: diverse10[next(q for q, v in per_query.items() if v is legs)])
+    for weight in NEIGHBOUR_WEIGHTS:  # adjacent chunks of one document, as conversation turns gain (#15)
+        out[f"hybrid_doc_neighbours_{weight}"] = score(
+            lambda legs, w=weight: neighbour_boosted(product_hits[next(q for q, v in per_query.items() if v is legs)],
+                                                     w))
     variants = {}
     for rrf_k in (10, 30, 60, 100):
         for wv in (0.5, 0.75, 1.0, 1.5, 2.0):
@@ -209,6 +229,7 @@ def main() -> None:
             print(f"{key}: keyword {row['keyword']}  vector {row['vector']}  plain RRF {row.get('plain_rrf')}  "
                   f"no feedback {row.get('hybrid_without_feedback')}  hybrid {row.get('hybrid')}  "
                   f"-n 10 {row.get('hybrid_n10')}  -n 10 --diverse {row.get('hybrid_n10_diverse')}  "
+                  f"doc neighbours {[(w, row.get(f'hybrid_doc_neighbours_{w}')) for w in NEIGHBOUR_WEIGHTS]}  "
                   f"best fusion {best}  ({row['chunks']} chunks, ingest {row['ingest_seconds']}s, "
                   f"queries {row['query_seconds']}s)", flush=True)
         base.close()
