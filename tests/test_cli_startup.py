@@ -41,6 +41,17 @@ def test_settings_get_imports_no_sqlalchemy_rich_numpy_or_pydantic(cli):
     assert sorted(m for m in modules if m.split(".")[0] in HEAVY) == []
 
 
+def test_keyword_search_imports_no_sqlalchemy_numpy_or_model(cli, tmp_path):
+    """`ltm search --mode keyword` is a hot path too: its queries run on the plain cursor."""
+    (tmp_path / "note.md").write_text("# Zebra care\n\nFeed the zebra hay twice a day.\n")
+    assert cli("ingest", str(tmp_path)).exit_code == 0
+    done, modules = _imported("search", "zebra hay", "--mode", "keyword", "--json", "--kind", "docs")
+    assert done.returncode == 0, done.stderr
+    assert "Feed the zebra hay" in done.stdout
+    assert "ltm_cli.services.search" in modules
+    assert sorted(m for m in modules if m.split(".")[0] in HEAVY) == []
+
+
 def test_version_imports_no_command_group():
     done, modules = _imported("--version")
     assert done.returncode == 0 and done.stdout.startswith("ltm ")

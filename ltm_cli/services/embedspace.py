@@ -57,12 +57,12 @@ def unembedded(conn: Connection, sid: int, space: int | None, kinds: Sequence[st
     in one query. A sample keeps every search cheap at any size (a full count is `ltm embed status`): after a
     model change no row has a vector, and `ltm embed migrate` works oldest first, so rows it has not reached
     yet are always among the newest. Not cached: it would go stale the moment an ingest or a migrate commits."""
-    from sqlalchemy import text
+    from ltm_cli.storage.engine import fetch, named
 
     sql = unembedded_sql(space, kinds)
     if sql is None:
         return {}
-    return {r.kind: (r.total, r.lacking) for r in conn.execute(text(sql), {"store": sid})}
+    return {kind: (total, lacking) for kind, total, lacking in fetch(conn, named(sql), {"store": sid})}
 
 
 def warning(counts: dict[str, tuple[int, int]], embedder: Embedder, store: StoreRef, mode: str) -> str | None:

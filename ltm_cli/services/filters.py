@@ -125,8 +125,8 @@ def message_filters(conn: Connection, sid: int, alias: str, where: list[str], pa
         cid = _find(conn, sid, conversation)
         if cid is None:
             raise NotFoundError(f"no conversation {conversation!r}" + (f" in store {store.name!r}" if store else ""))
-        where.append(f"{alias}.conversation_id = :conversation")
-        params["conversation"] = cid
+        where.append(f"{alias}.conversation_id = CAST(:conversation AS uuid)")
+        params["conversation"] = str(cid)
     if role:
         where.append(f"{alias}.role = :role")
         params["role"] = check_role(role)

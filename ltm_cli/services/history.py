@@ -103,18 +103,20 @@ def _as_uuid(ref: str) -> uuid.UUID | None:
         return None
 
 
-def _find(conn: Connection, sid: int, ref: str) -> uuid.UUID | None:
-    """A conversation by the id ltm gave it or by the id it was imported or created with."""
-    from sqlalchemy import text
+def _find(conn: Connection | Any, sid: int, ref: str) -> uuid.UUID | None:
+    """A conversation by the id ltm gave it or by the id it was imported or created with; `conn`: either kind
+    (search runs on a plain cursor, see engine.fetch)."""
+    from ltm_cli.storage.engine import fetch
 
     as_uuid = _as_uuid(ref)
+    rows = []
     if as_uuid is not None:
-        found = conn.execute(text("SELECT id FROM conversations WHERE store_id = :s AND id = :i"),
-                             {"s": sid, "i": as_uuid}).scalar()
-        if found is not None:
-            return found
-    return conn.execute(text("SELECT id FROM conversations WHERE store_id = :s AND external_id = :e"),
-                        {"s": sid, "e": ref}).scalar()
+        rows = fetch(conn, "SELECT id::text FROM conversations WHERE store_id = %(s)s AND id = CAST(%(i)s AS uuid)",
+                     {"s": sid, "i": str(as_uuid)})
+    if not rows:
+        rows = fetch(conn, "SELECT id::text FROM conversations WHERE store_id = %(s)s AND external_id = %(e)s",
+                     {"s": sid, "e": ref})
+    return uuid.UUID(rows[0][0]) if rows else None
 
 
 def _create(conn: Connection, sid: int, ref: str | None, title: str | None = None,

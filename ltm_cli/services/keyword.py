@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ltm_cli.storage.engine import fetch, named
 from ltm_cli.storage.names import TS_CONFIG
 
 if TYPE_CHECKING:
@@ -84,10 +85,8 @@ def read_terms(found: dict[str, Any]) -> tuple[int, float, list[tuple[str, int]]
 
 def query_terms(conn: Connection, corpus: Corpus, sid: int, query: str) -> tuple[int, float, list[tuple[str, int]]]:
     """The store's row count and average length, and each query lexeme (in query order) with its document
-    frequency (terms_sql alone)."""
-    from sqlalchemy import text
-
-    return read_terms(conn.execute(text(f"SELECT {terms_sql(corpus)}"), {"store": sid, "query": query}).scalar())
+    frequency (terms_sql alone); `conn`: either kind (see engine.fetch)."""
+    return read_terms(fetch(conn, named(f"SELECT {terms_sql(corpus)}"), {"store": sid, "query": query})[0][0])
 
 
 def idfs(n: int, terms: Sequence[tuple[str, int]]) -> dict[str, float]:
@@ -153,10 +152,8 @@ def keyword_sql(corpus: Corpus, where: list[str], params: dict[str, Any], n: int
 def keyword_leg(conn: Connection, corpus: Corpus, sid: int, where: list[str], params: dict[str, Any], query: str,
                 k: int) -> list[tuple[int, float]]:
     """The best k rows by BM25, best first: (row id, score)."""
-    from sqlalchemy import text
-
     n, avg_len, terms = query_terms(conn, corpus, sid, query)
     built = keyword_sql(corpus, where, params, n, avg_len, terms, k)
     if built is None:
         return []
-    return [(r.id, float(r.score)) for r in conn.execute(text(built[0]), built[1])]
+    return [(row_id, float(score)) for row_id, score in fetch(conn, named(built[0]), built[1])]

@@ -32,6 +32,7 @@ from ltm_cli.services.fusion import (
 )
 from ltm_cli.services.keyword import keyword_sql, read_terms, terms_sql
 from ltm_cli.storage import vectors
+from ltm_cli.storage.engine import fetch, fetch_dicts, named
 from ltm_cli.storage.names import TS_CONFIG
 from ltm_cli.storage.stores import StoreRef
 
@@ -191,10 +192,7 @@ def _headline(column: str) -> str:
             f"FragmentDelimiter= … ') END")
 
 
-def _details(conn: Connection, kind: str, ids: list[int], query: str) -> dict[int, dict[str, Any]]:
-    from sqlalchemy import bindparam, text
-    from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
-
+def _details(conn: Connection | Any, kind: str, ids: list[int], query: str) -> dict[int, dict[str, Any]]:
     if not ids:
         return {}
     if kind == "docs":
@@ -213,8 +211,8 @@ def _details(conn: Connection, kind: str, ids: list[int], query: str) -> dict[in
                    m.content AS text, m.tool_name, m.outcome, m.outcome_note, m.metadata, m.created_at,
                    {_headline('m.content')} AS snippet
             FROM messages m JOIN conversations v ON v.id = m.conversation_id, q WHERE m.id = ANY(:ids)"""
-    stmt = text(sql).bindparams(bindparam("ids", type_=ARRAY(BIGINT)))
-    return {r["id"]: dict(r) for r in conn.execute(stmt, {"ids": ids, "query": query}).mappings()}
+    return {r["id"]: r for r in fetch_dicts(conn, named(sql.replace("ANY(:ids)", "ANY(CAST(:ids AS bigint[]))")),
+                                            {"ids": ids, "query": query})}
 
 
 @dataclass(frozen=True)
@@ -247,14 +245,14 @@ def filter_scopes(conn: Connection, kinds: Sequence[str], filters: Filters, sid:
     return scopes
 
 
-def _run_parts(conn: Connection, parts: dict[str, str], params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Several independent queries (each one value: a JSON array or a scalar) in one statement, one round trip."""
-    from sqlalchemy import text
-
+def _run_parts(conn: Connection | Any, parts: dict[str, str], params: dict[str, Any],
+               prefix: str = "") -> dict[str, Any]:
+    """Several independent queries (each one value: a JSON array or a scalar) in one statement, one round trip;
+    `conn`: a plain cursor or a SQLAlchemy connection."""
     if not parts:
         return {}
     sql = prefix + "SELECT " + ", ".join(f"{part} AS {name}" for name, part in parts.items())
-    return dict(conn.execute(text(sql), params).mappings().one())
+    return dict(zip(parts, fetch(conn, named(sql), params)[0], strict=True))
 
 
 def _read_leg(leg: str, scopes: Sequence[Scope], got: dict[str, Any],
@@ -337,9 +335,9 @@ def _feedback_leg(conn: Connection, scopes: Sequence[Scope], space: int, dim: in
 _SPACES: dict[tuple[str, str, str, int], int] = {}  # (database, provider, model, dim) -> embedding space id
 
 
-def _space(conn: Connection, embedder: Embedder) -> int | None:
+def _space(conn: Connection | Any, database: str, embedder: Embedder) -> int | None:
     """The embedder's space id, looked up once per process (search checks it in its first statement)."""
-    key = (str(conn.engine.url), embedder.provider, embedder.model, embedder.dim)
+    key = (database, embedder.provider, embedder.model, embedder.dim)
     if key not in _SPACES:
         found = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim)
         if found is None:
@@ -351,15 +349,14 @@ def _space(conn: Connection, embedder: Embedder) -> int | None:
 def _row_vectors(conn: Connection, space: int, keys: Sequence[Key]) -> dict[Key, np.ndarray]:
     """The stored vectors of these rows in the space (rows without one are left out)."""
     import numpy as np
-    from sqlalchemy import text
 
     found: dict[Key, np.ndarray] = {}
     for kind in {key[0] for key in keys}:
-        rows = conn.execute(text(
-            f"SELECT x.id, e.embedding::text AS v FROM {CORPORA[kind].table} x JOIN embeddings e "
-            f"ON e.space_id = {int(space)} AND e.content_hash = x.embed_hash WHERE x.id = ANY(:ids)"),
-            {"ids": [i for kd, i in keys if kd == kind]}).all()
-        found.update({(kind, r.id): np.array(r.v.strip("[]").split(","), dtype=np.float32) for r in rows})
+        rows = fetch(conn, f"SELECT x.id, e.embedding::text FROM {CORPORA[kind].table} x JOIN embeddings e "
+                           f"ON e.space_id = {int(space)} AND e.content_hash = x.embed_hash "
+                           f"WHERE x.id = ANY(CAST(%(ids)s AS bigint[]))",
+                     {"ids": [i for kd, i in keys if kd == kind]})
+        found.update({(kind, row_id): np.array(v.strip("[]").split(","), dtype=np.float32) for row_id, v in rows})
     return found
 
 
@@ -424,11 +421,11 @@ def _ranked(db: Database, embedder: Embedder | None, store: StoreRef, query: str
     search (retrievers and term statistics, keyword retrievers, feedback, details), each statement standing
     alone outside a transaction."""
     kinds = filters.kinds()
-    with db.connect(autocommit=True) as conn:
+    with db.cursor(autocommit=True) as conn:  # a plain cursor: the command line need not import SQLAlchemy
         sid = store.id(conn, create=False)
         if sid is None:
             return [], {}, []
-        space = _space(conn, embedder) if qvec is not None else None
+        space = _space(conn, db.url, embedder) if qvec is not None else None
         dim = embedder.dim if embedder is not None else 0
         scopes = filter_scopes(conn, kinds, filters, sid)
         extra, extra_params = {}, {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,25 @@ def fetch(conn: Any, sql: str, params: Mapping[str, Any] | None = None) -> list[
         return [tuple(row) for row in result] if result.returns_rows else []
     conn.execute(sql, dict(params or {}))
     return conn.fetchall() if conn.description is not None else []
+
+
+def fetch_dicts(conn: Any, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """`fetch`, each row as a dict by column name."""
+    if hasattr(conn, "exec_driver_sql"):
+        return [dict(row) for row in conn.exec_driver_sql(sql, dict(params or {})).mappings()]
+    conn.execute(sql, dict(params or {}))
+    names = [column[0] for column in conn.description]
+    return [dict(zip(names, row, strict=True)) for row in conn.fetchall()]
+
+
+_NAMED = re.compile(r"(?<![:\w]):(?!:)([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def named(sql: str) -> str:
+    """SQL written with `:name` parameters (as SQLAlchemy's text() reads them; `::type` casts are left alone)
+    in the driver's `%(name)s` style, for `fetch`: queries that filters and retrievers compose from
+    `:name` clauses run on a plain cursor too."""
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
 def resolve_url(config: Config) -> str:
@@ -163,27 +183,32 @@ class Database:
             yield conn
 
     @contextlib.contextmanager
-    def cursor(self) -> Iterator[Any]:
+    def cursor(self, *, autocommit: bool = False) -> Iterator[Any]:
         """A DB-API cursor (`%(name)s` parameters, rows as tuples; see `fetch`) in one transaction: committed on
         success, rolled back on any error. For the commands that run a query or two and must start fast (`ltm
-        settings …`, the store's embedding space before a search): a plain psycopg2 connection, kept for the
-        next call, with neither SQLAlchemy's import (0.1-0.2 s) nor its first-connect queries. The schema is
-        checked as `connect` checks it, with one query on the same connection."""
+        settings …`, search): a plain psycopg2 connection, kept for the next call, with neither SQLAlchemy's
+        import (0.1-0.2 s) nor its first-connect queries. The schema is checked as `connect` checks it, with one
+        query on the same connection. `autocommit`: no transaction, as `connect(autocommit=True)`."""
         conn, ours = self._raw_connection()
+        if autocommit:
+            conn.autocommit = True
         try:
             with conn.cursor() as cur:
                 if not self._schema_checked:
                     self._check_schema(cur)
                 yield cur
-            conn.commit()
+            if not autocommit:
+                conn.commit()
         except BaseException:
             try:
                 conn.rollback()
+                conn.autocommit = False
             except Exception:  # noqa: BLE001 - a broken connection is dropped; the first error is the one raised
                 conn.close()
             else:
                 self._release(conn, ours)
             raise
+        conn.autocommit = False
         self._release(conn, ours)
 
     def _raw_connection(self) -> tuple[Any, bool]:

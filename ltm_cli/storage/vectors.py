@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ltm_cli.storage.copy import copy_in, encode_embeddings
+from ltm_cli.storage.engine import fetch
 
 if TYPE_CHECKING:
+    import numpy as np
     from sqlalchemy.engine import Connection
 
 
@@ -23,11 +22,11 @@ def ensure_space(conn: Connection, provider: str, model: str, dim: int) -> int:
                         params).scalar_one()
 
 
-def find_space(conn: Connection, provider: str, model: str, dim: int) -> int | None:
-    from sqlalchemy import text
-
-    return conn.execute(text("SELECT id FROM embedding_spaces WHERE provider = :p AND model = :m AND dim = :d"),
-                        {"p": provider, "m": model, "d": dim}).scalar()
+def find_space(conn: Connection | Any, provider: str, model: str, dim: int) -> int | None:
+    """The space's id, or None; `conn`: either kind (see engine.fetch)."""
+    rows = fetch(conn, "SELECT id FROM embedding_spaces WHERE provider = %(p)s AND model = %(m)s AND dim = %(d)s",
+                 {"p": provider, "m": model, "d": dim})
+    return rows[0][0] if rows else None
 
 
 def missing(conn: Connection, space_id: int, hashes: Sequence[bytes]) -> set[bytes]:
@@ -47,6 +46,8 @@ def missing(conn: Connection, space_id: int, hashes: Sequence[bytes]) -> set[byt
 def write(conn: Connection, space_id: int, hashes: Sequence[bytes], matrix: np.ndarray) -> None:
     """Add vectors; ones already present (a concurrent writer) are kept as they are."""
     from sqlalchemy import text
+
+    from ltm_cli.storage.copy import copy_in, encode_embeddings
 
     if not len(hashes):
         return
