@@ -263,3 +263,16 @@ def test_diverse_keeps_near_duplicates_from_filling_the_top(cli, tmp_path):
 
     assert set(top()) <= {"a.md", "b.md", "c.md"}  # plain relevance: two copies of the same text
     assert top("--diverse")[1] == "other.md"  # MMR: the second result says something new
+
+
+def test_a_document_chunk_gains_from_a_strong_chunk_beside_it(cli, tmp_path):
+    """Chunks of one document lend their neighbours (ordinal ±1) a share of their score
+    (fusion.DOC_NEIGHBOUR_WEIGHT): of two passages that match alike, the one after a strong match ranks first."""
+    (tmp_path / "alone.md").write_text("# Grazing\n\nThe herds graze at dusk near water.\n")
+    (tmp_path / "guide.md").write_text("# Quagga herds\n\nquagga quagga quagga herds.\n\n"
+                                       "# Grazing\n\nThe herds graze at dawn near water.\n")
+    assert cli("ingest", str(tmp_path / "alone.md")).exit_code == 0  # first: it wins ties on its lower id
+    assert cli("ingest", str(tmp_path / "guide.md")).exit_code == 0
+    hits = cli("search", "quagga herds graze", "--mode", "keyword", "--json").json()
+    order = [(h["source"].rsplit("/", 1)[-1], h["ordinal"]) for h in hits]
+    assert order[:3] == [("guide.md", 0), ("guide.md", 1), ("alone.md", 0)]

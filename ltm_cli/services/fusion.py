@@ -13,6 +13,7 @@ RRF_K = 60
 ALPHA = 0.55  # weight of the vector side in score fusion
 FEEDBACK_WEIGHT = 1.0  # pseudo-relevance feedback: the mean of the best rows is added to the unit query vector
 NEIGHBOUR_WEIGHT = 0.4  # share of the best neighbouring turn's score a conversation turn gains
+DOC_NEIGHBOUR_WEIGHT = 0.2  # the same for a document chunk and the chunks before and after it (#15)
 MMR_LAMBDA = 0.7  # --diverse: weight of relevance against similarity to what is already picked
 DUPLICATE_SIMILARITY = 0.95  # --diverse: a cosine this close to a pick makes a row a near-copy of it
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ltm_cli.errors import InvalidInputError
 from ltm_cli.services.filters import CORPORA, Corpus, Filters
 from ltm_cli.services.fusion import (
+    DOC_NEIGHBOUR_WEIGHT,
     FEEDBACK_WEIGHT,
     NEIGHBOUR_WEIGHT,
     Fused,
@@ -222,15 +223,17 @@ class _Mark:
 
     operation: tuple[int, str, str] | None  # (document, method, path)
     toc: bool
-    place: tuple[int, int] | None  # (conversation, seq)
+    place: tuple[tuple[str, int], int] | None  # ((kind, conversation or document), seq or ordinal)
 
 
 def _with_neighbours(fused: Fused, marks: dict[Key, _Mark]) -> Fused:
-    """Conversation turns gain from strong neighbouring turns (fusion.boost_neighbours)."""
-    place = {key: mark.place for key, mark in marks.items() if mark.place is not None}
-    if not place or not NEIGHBOUR_WEIGHT:
-        return fused
-    return boost_neighbours(fused, place, NEIGHBOUR_WEIGHT)
+    """Conversation turns gain from strong neighbouring turns, document chunks from the chunks just before and
+    after them in their document (fusion.boost_neighbours; each kind's weight measured on its own benchmarks)."""
+    for kind, weight in (("history", NEIGHBOUR_WEIGHT), ("docs", DOC_NEIGHBOUR_WEIGHT)):
+        place = {key: mark.place for key, mark in marks.items() if key[0] == kind and mark.place is not None}
+        if place and weight:
+            fused = boost_neighbours(fused, place, weight)
+    return fused
 
 
 Scope = tuple[str, list[str], dict[str, Any]]  # (kind, WHERE clauses, their parameters)
@@ -264,7 +267,7 @@ def _read_leg(leg: str, scopes: Sequence[Scope], got: dict[str, Any],
         for row_id, score, grp, pos, method, path, toc in got.get(f"{leg}_{kind}") or []:
             key = (kind, row_id)
             marks[key] = _Mark((grp, method, path) if method is not None else None, bool(toc),
-                               (grp, pos) if kind == "history" else None)
+                               ((kind, grp), pos) if kind in ("history", "docs") and grp is not None else None)
             rows.append((key, float(score)))
         ranked.extend(sorted(rows, key=lambda item: (-item[1], item[0][1])))
     ranked.sort(key=lambda item: -item[1])  # two kinds: one list, best first
@@ -462,10 +465,10 @@ def _ranked(db: Database, embedder: Embedder | None, store: StoreRef, query: str
             legs["vector"] = _feedback_leg(conn, scopes, space, dim, qvec, [key for key, _, _ in fused[:FEEDBACK_ROWS]],
                                            k, marks)
             fused = fuse(legs, fusion)
+        # before operations are grouped: an API operation's card gains from its own details chunk
+        fused = _with_neighbours(fused, marks)
         if "docs" in kinds:
             fused = _one_per_operation(fused, marks)
-        if "history" in kinds:
-            fused = _with_neighbours(fused, marks)
         if diverse and space:
             fused = _diversify(conn, space, fused, limit)
         if toc_last:
