@@ -477,7 +477,6 @@ class Ingestor:
 
     # embed what the batch needs, then write the batch in one transaction, each document all-or-nothing
     def _flush(self) -> None:
-        from sqlalchemy import text
 
         if not self._pending:
             return
@@ -500,12 +499,11 @@ class Ingestor:
         self._vectors += len(todo)
         if not self._bulk and self._vectors > BULK_CHUNKS:
             self._bulk = self._drop_index()
-        with self.db.connect() as conn:
-            # Not waiting for the WAL flush of each commit is most of a small file's cost. A crash of the
-            # server or the machine may lose the last moments of commits, whole, never part of one; the next
-            # run of the same ingest finds those files changed and writes them again. Vectors go first in the
-            # same transaction: a chunk is never visible without its vector.
-            conn.execute(text("SET LOCAL synchronous_commit = off"))
+        # Not waiting for the WAL flush of each commit is most of a small file's cost. A crash of the server or
+        # the machine may lose the last moments of commits, whole, never part of one; the next run of the same
+        # ingest finds those files changed and writes them again. Vectors go first in the same transaction: a
+        # chunk is never visible without its vector.
+        with self.db.connect(durable=False) as conn:
             vectors.write(conn, self._space_id, todo, matrix)
             self._write_group(conn, batch)
         for prepared in batch:

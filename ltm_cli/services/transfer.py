@@ -610,8 +610,7 @@ class Importer:
         batch, self.pending, self.pending_chunks = self.pending, [], 0
         if not batch:
             return
-        with self.db.connect() as conn:
-            conn.execute(text("SET LOCAL synchronous_commit = off"))
+        with self.db.connect(durable=False) as conn:
             stored: dict[str, bytes] = {}
             if self.sid is not None:
                 rows = conn.execute(text(

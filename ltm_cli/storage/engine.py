@@ -161,12 +161,16 @@ class Database:
             self._engine = None
 
     @contextlib.contextmanager
-    def connect(self, *, check_schema: bool = True, autocommit: bool = False) -> Iterator[Connection]:
+    def connect(self, *, check_schema: bool = True, autocommit: bool = False,
+                durable: bool = True) -> Iterator[Connection]:
         """A connection in one transaction: committed on success, rolled back on any error.
 
         `autocommit`: no transaction around the statements (no BEGIN and COMMIT round trips), each statement
         its own; for readers such as search, whose statements each stand alone. A string of several statements
-        still runs as one implicit transaction, so `SET LOCAL` before a query in the same string applies to it."""
+        still runs as one implicit transaction, so `SET LOCAL` before a query in the same string applies to it.
+        `durable=False`: the commit does not wait for the write-ahead log to reach the disk (synchronous_commit
+        off, this transaction only). For bulk writers that an idempotent re-run repairs (ingest, import): a
+        crash of the server or machine may lose the last moments of commits, whole, never part of one."""
         from sqlalchemy.exc import OperationalError
 
         if check_schema:
@@ -180,6 +184,10 @@ class Database:
                 yield reader
             return
         with conn, conn.begin():
+            if not durable:
+                from sqlalchemy import text
+
+                conn.execute(text("SET LOCAL synchronous_commit = off"))
             yield conn
 
     @contextlib.contextmanager
