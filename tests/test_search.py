@@ -276,3 +276,36 @@ def test_a_document_chunk_gains_from_a_strong_chunk_beside_it(cli, tmp_path):
     hits = cli("search", "quagga herds graze", "--mode", "keyword", "--json").json()
     order = [(h["source"].rsplit("/", 1)[-1], h["ordinal"]) for h in hits]
     assert order[:3] == [("guide.md", 0), ("guide.md", 1), ("alone.md", 0)]
+
+
+def test_named_parameters_leave_casts_and_quoted_text_alone():
+    from ltm_cli.storage.engine import named
+
+    sql = ("SELECT x::int, :a, ':skip', '{\"k\":true}'::jsonb, \"col:x\", 'it''s :no', CAST(:b AS tsquery) "
+           "WHERE y LIKE '%'")
+    assert named(sql) == ("SELECT x::int, %(a)s, ':skip', '{\"k\":true}'::jsonb, \"col:x\", 'it''s :no', "
+                          "CAST(%(b)s AS tsquery) WHERE y LIKE '%%'")
+
+
+def test_search_recovers_when_its_cached_space_id_names_another_space(store, tmp_path):
+    """A database made anew behind the same URL can give a cached space id to a space of another size: the
+    search looks the space up again instead of failing on the cast (found by review)."""
+    from ltm_cli import Memory
+    from ltm_cli.embedders.hashing import HashEmbedder
+    from ltm_cli.services import search as svc
+
+    (tmp_path / "a.md").write_text("# Zebra care\n\nFeed the zebra hay twice a day.\n")
+    with Memory.open(store, embedder=HashEmbedder(dim=48)) as other:
+        other.docs.ingest([str(tmp_path / "a.md")])
+        with other.db.cursor() as cur:
+            other_space = svc.vectors.find_space(cur, "hash", other.embedder.model, 48)
+    with Memory.open(store) as memory:
+        memory.docs.ingest([str(tmp_path / "a.md")])
+        assert memory.search("zebra hay", mode="hybrid")  # caches the space id
+        embedder = memory.embedder
+        key = (memory.db.url, embedder.provider, embedder.model, embedder.dim)
+        assert svc._SPACES[key] != other_space
+        svc._SPACES[key] = other_space  # the id now names a 48-dimension space
+        hits = memory.search("zebra hay", mode="hybrid")
+        assert hits and "zebra" in hits[0].text.lower()
+        assert svc._SPACES[key] != other_space

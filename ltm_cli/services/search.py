@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from psycopg2 import DataError
+
 from ltm_cli.errors import InvalidInputError
 from ltm_cli.services.filters import CORPORA, Corpus, Filters
 from ltm_cli.services.fusion import (
@@ -341,12 +343,12 @@ _SPACES: dict[tuple[str, str, str, int], int] = {}  # (database, provider, model
 def _space(conn: Connection | Any, database: str, embedder: Embedder) -> int | None:
     """The embedder's space id, looked up once per process (search checks it in its first statement)."""
     key = (database, embedder.provider, embedder.model, embedder.dim)
-    if key not in _SPACES:
+    found = _SPACES.get(key)
+    if found is None:
         found = vectors.find_space(conn, embedder.provider, embedder.model, embedder.dim)
-        if found is None:
-            return None
-        _SPACES[key] = found
-    return _SPACES[key]
+        if found is not None:
+            _SPACES[key] = found
+    return found
 
 
 def _row_vectors(conn: Connection, space: int, keys: Sequence[Key]) -> dict[Key, np.ndarray]:
@@ -444,8 +446,16 @@ def _ranked(db: Database, embedder: Embedder | None, store: StoreRef, query: str
                 extra["unembedded"] = (f"(SELECT coalesce(json_agg(json_build_array(u.kind, u.total, u.lacking)), "
                                        f"'[]') FROM ({sample}) u)")
         literal = vectors.vector_literal(qvec) if qvec is not None else None
-        legs, marks, got = _retrieve(conn, scopes, space, dim, literal, query if mode != "vector" else None, k,
-                                     extra, extra_params)
+        try:
+            legs, marks, got = _retrieve(conn, scopes, space, dim, literal, query if mode != "vector" else None, k,
+                                         extra, extra_params)
+        except DataError as exc:
+            if space is None:
+                raise
+            # A database made anew behind the same URL: the cached id may name another space, of another size,
+            # and the cast to halfvec(dim) fails before the check below can see it.
+            _SPACES.clear()
+            raise _SpaceChanged from exc
         warnings = []
         if qvec is not None:
             if got["space_now"] != space and space is not None:
@@ -511,8 +521,11 @@ def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str,
         fused, details, warnings = _ranked(db, embedder, store, query, qvec, mode, limit, filters, k, fusion, feedback,
                                            diverse, include_toc)
     hits = []
-    for rank, ((kind, row_id), score, detail) in enumerate(fused, start=1):
-        row = details[kind][row_id]
+    for (kind, row_id), score, detail in fused:
+        row = details[kind].get(row_id)
+        if row is None:  # deleted (a concurrent re-ingest) between retrieval and details
+            continue
+        rank = len(hits) + 1
         vec, kw = detail.get("vector"), detail.get("keyword")
         hit = Hit(rank, kind, row_id, score, row.pop("text"), row.pop("snippet"),
                   vec[0] if vec else None, vec[1] if vec else None, kw[0] if kw else None, kw[1] if kw else None)

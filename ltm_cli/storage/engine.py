@@ -70,14 +70,16 @@ def fetch_dicts(conn: Any, sql: str, params: Mapping[str, Any] | None = None) ->
     return [dict(zip(names, row, strict=True)) for row in conn.fetchall()]
 
 
-_NAMED = re.compile(r"(?<![:\w]):(?!:)([A-Za-z_][A-Za-z0-9_]*)")
+# a quoted literal or identifier (left as it is), or a `:name` that is not part of a `::cast`
+_NAMED = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*")|(?<![:\w]):(?!:)([A-Za-z_][A-Za-z0-9_]*)""")
 
 
 def named(sql: str) -> str:
-    """SQL written with `:name` parameters (as SQLAlchemy's text() reads them; `::type` casts are left alone)
-    in the driver's `%(name)s` style, for `fetch`: queries that filters and retrievers compose from
-    `:name` clauses run on a plain cursor too."""
-    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+    """SQL written with `:name` parameters (as SQLAlchemy's text() reads them; `::type` casts and quoted text
+    are left alone) in the driver's `%(name)s` style, for `fetch`: queries that filters and retrievers compose
+    from `:name` clauses run on a plain cursor too. Dollar-quoted strings are not recognised: keep `:` out of
+    them."""
+    return _NAMED.sub(lambda m: m.group(1) or f"%({m.group(2)})s", sql.replace("%", "%%"))
 
 
 def resolve_url(config: Config) -> str:
@@ -198,8 +200,9 @@ class Database:
         import (0.1-0.2 s) nor its first-connect queries. The schema is checked as `connect` checks it, with one
         query on the same connection. `autocommit`: no transaction, as `connect(autocommit=True)`."""
         conn, ours = self._raw_connection()
+        driver = getattr(conn, "dbapi_connection", conn)  # SQLAlchemy's pooled wrapper: the psycopg2 connection
         if autocommit:
-            conn.autocommit = True
+            driver.autocommit = True
         try:
             with conn.cursor() as cur:
                 if not self._schema_checked:
@@ -210,13 +213,13 @@ class Database:
         except BaseException:
             try:
                 conn.rollback()
-                conn.autocommit = False
+                driver.autocommit = False
             except Exception:  # noqa: BLE001 - a broken connection is dropped; the first error is the one raised
                 conn.close()
             else:
                 self._release(conn, ours)
             raise
-        conn.autocommit = False
+        driver.autocommit = False
         self._release(conn, ours)
 
     def _raw_connection(self) -> tuple[Any, bool]:
