@@ -58,6 +58,18 @@ def _nothing() -> None:
 _ABSENT = object()
 
 
+def _has_typer_coercion() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("typer._coercion") is not None  # found, not imported (pydantic is slow)
+    except (ImportError, ValueError):
+        return False
+
+
+_TYPER_COERCION = _has_typer_coercion()
+
+
 def plain_coercion(command: Any) -> None:
     """Give the parameters of `command` (and of its subcommands) the coercion below.
 
@@ -65,7 +77,9 @@ def plain_coercion(command: Any) -> None:
     command (--help and --install-completion included) even when its value is absent: pydantic's import and a
     dozen adapters cost ~0.1 s, a third of `ltm settings get`. The hook is `get_params`, through which click
     processes every parameter, help option included (made on first use). Typer versions without
-    `_runtime_param` are left as they are."""
+    `_runtime_param`, or without the private module its fallback needs, are left as they are."""
+    if not _TYPER_COERCION:
+        return
     fetch = command.get_params
 
     def get_params(ctx: Any) -> list[Any]:
