@@ -200,7 +200,12 @@ def test_the_optimised_model_cache_gives_the_same_vectors(tmp_path):
     texts = ["A cat sits on the mat.", "How do I redirect standard error to a file in bash?"]
     plain = LocalEmbedder().embed(texts)
     (tmp_path / "minilm-int8-optimized-1.0-x86_64-1-1.onnx").write_bytes(b"the cache of an earlier ltm")
+    stale = ["minilm-int8-graph-1.0-x86_64-1-1.onnx", "minilm-int8-graph-1.0-x86_64-1-1.abc.weights",
+             "minilm-int8-graph-1.0-x86_64-1-1.onnx.123.tmp"]  # another onnxruntime's cache, a killed writer's
+    for name in stale:
+        (tmp_path / name).write_bytes(b"stale")
     first = LocalEmbedder(cache_dir=tmp_path).embed(texts)  # optimises and saves
+    assert not [name for name in stale if (tmp_path / name).exists()]
     saved = list(tmp_path.glob("minilm-int8-graph-*.onnx"))
     weights = list(tmp_path.glob("minilm-int8-graph-*.weights"))
     assert len(saved) == 1 and len(weights) == 1 and not list(tmp_path.glob("*.tmp"))

@@ -77,10 +77,12 @@ def _session(cache_dir: Path | None = None) -> Any:
             ours = f"{cached.stem}.{os.urandom(6).hex()}.weights"  # a new name: never overwrite weights being read
             session = load(source, save_to=partial, weights=ours)
             partial.replace(cached)  # atomic, and after its weights file is complete
-            # Weights no graph names any more: an earlier write's, or the cache from before weights were apart.
-            # A process still reading one keeps it until it is done (unlinking never truncates a file).
-            for old in [*cache_dir.glob(f"{cached.stem}.*.weights"), *cache_dir.glob("minilm-int8-optimized-*")]:
-                if old.name != ours:
+            # Weights no graph names any more: an earlier write's, the cache from before weights were apart, and
+            # graphs of another onnxruntime or model version (each ~90 MB with its weights), with partial files a
+            # killed writer left. A process still reading one keeps it until it is done (unlinking never
+            # truncates a file); one that later finds its graph gone writes it again.
+            for old in [*cache_dir.glob("minilm-int8-graph-*"), *cache_dir.glob("minilm-int8-optimized-*")]:
+                if old.name not in (ours, cached.name):
                     old.unlink(missing_ok=True)
             return session
     except OSError:
