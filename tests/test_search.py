@@ -150,8 +150,9 @@ def test_heading_matches_outrank_body_matches_and_bm25_matches_a_reference(cli, 
 
     from ltm_cli.config import load_config
     from ltm_cli.services import keyword as kw
-    from ltm_cli.services.filters import CORPORA
-    from ltm_cli.storage.engine import Database
+    from ltm_cli.services import search as svc
+    from ltm_cli.services.filters import CORPORA, Filters
+    from ltm_cli.storage.engine import Database, fetch, named
     from ltm_cli.storage.stores import store_id
 
     docs = {"heading.md": "# Zebra care\n\nHow to feed the animals at the zoo.\n",
@@ -170,8 +171,11 @@ def test_heading_matches_outrank_body_matches_and_bm25_matches_a_reference(cli, 
         with db.connect() as conn:
             sid = store_id(conn, store, create=False)
             corpus = CORPORA["docs"]
-            got = dict(kw.keyword_leg(conn, corpus, sid, ["x.store_id = :store"], {"store": sid}, "zebra feed", 10))
-            n, avg, terms = kw.query_terms(conn, corpus, sid, "zebra feed")
+            scopes = svc.filter_scopes(conn, ("docs",), Filters(), sid)
+            got = {key[1]: score for key, score in
+                   svc.leg_rankings(conn, scopes, sid, None, 0, None, "zebra feed", 10)["keyword"]}
+            n, avg, terms = kw.read_terms(fetch(conn, named(f"SELECT {kw.terms_sql(corpus)}"),
+                                                {"store": sid, "query": "zebra feed"})[0][0])
             rows = conn.execute(text(
                 "SELECT c.id, c.token_count, u.lexeme, cardinality(u.positions) AS tf, "
                 "coalesce(cardinality(array_positions(u.weights, 'A')), 0) AS tf_a "

@@ -36,8 +36,11 @@ WARNING_SAMPLE = 200  # newest rows per kind a search checks for vectors in its 
 
 
 def unembedded_sql(space: int | None, kinds: Sequence[str]) -> str | None:
-    """The sample query behind `unembedded` (rows: kind, total, lacking; parameter `:store`), for a search to
-    run in the same round trip as its first retriever."""
+    """Per kind: (kind, rows checked, rows without a vector in `space`) among the store's newest WARNING_SAMPLE
+    rows, as one query with the parameter `:store`, which search runs in the same round trip as its first
+    retrievers. A sample keeps every search cheap at any size (a full count is `ltm embed status`): after a
+    model change no row has a vector, and `ltm embed migrate` works oldest first, so rows it has not reached
+    yet are always among the newest. Not cached: it would go stale the moment an ingest or a migrate commits."""
     parts = []
     for kind in kinds:
         table = TABLES[kind][0]
@@ -50,19 +53,6 @@ def unembedded_sql(space: int | None, kinds: Sequence[str]) -> str | None:
                      f"WHERE store_id = :store ORDER BY id DESC LIMIT {WARNING_SAMPLE}) newest "
                      f"JOIN {table} x ON x.id = newest.id WHERE x.embed_hash IS NOT NULL")
     return " UNION ALL ".join(parts) if parts else None
-
-
-def unembedded(conn: Connection, sid: int, space: int | None, kinds: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """Per kind: (rows checked, rows without a vector in `space`) among the store's newest WARNING_SAMPLE rows,
-    in one query. A sample keeps every search cheap at any size (a full count is `ltm embed status`): after a
-    model change no row has a vector, and `ltm embed migrate` works oldest first, so rows it has not reached
-    yet are always among the newest. Not cached: it would go stale the moment an ingest or a migrate commits."""
-    from ltm_cli.storage.engine import fetch, named
-
-    sql = unembedded_sql(space, kinds)
-    if sql is None:
-        return {}
-    return {kind: (total, lacking) for kind, total, lacking in fetch(conn, named(sql), {"store": sid})}
 
 
 def warning(counts: dict[str, tuple[int, int]], embedder: Embedder, store: StoreRef, mode: str) -> str | None:

@@ -10,11 +10,9 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ltm_cli.storage.engine import fetch, named
 from ltm_cli.storage.names import TS_CONFIG
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
 
     from ltm_cli.services.filters import Corpus
 
@@ -83,12 +81,6 @@ def read_terms(found: dict[str, Any]) -> tuple[int, float, list[tuple[str, int]]
     return int(found["n"]), float(found["avg"]), [(lexeme, int(df)) for lexeme, df in found["terms"]]
 
 
-def query_terms(conn: Connection, corpus: Corpus, sid: int, query: str) -> tuple[int, float, list[tuple[str, int]]]:
-    """The store's row count and average length, and each query lexeme (in query order) with its document
-    frequency (terms_sql alone); `conn`: either kind (see engine.fetch)."""
-    return read_terms(fetch(conn, named(f"SELECT {terms_sql(corpus)}"), {"store": sid, "query": query})[0][0])
-
-
 def idfs(n: int, terms: Sequence[tuple[str, int]]) -> dict[str, float]:
     """BM25's idf of each (lexeme, document frequency) among n rows (terms with df 0 must be left out)."""
     n = max(n, max((df for _, df in terms), default=0))  # statistics older than the exact counts: idf stays >= 0
@@ -148,12 +140,3 @@ def keyword_sql(corpus: Corpus, where: list[str], params: dict[str, Any], n: int
         ORDER BY score DESC, x.id LIMIT :k"""
     return sql, args
 
-
-def keyword_leg(conn: Connection, corpus: Corpus, sid: int, where: list[str], params: dict[str, Any], query: str,
-                k: int) -> list[tuple[int, float]]:
-    """The best k rows by BM25, best first: (row id, score)."""
-    n, avg_len, terms = query_terms(conn, corpus, sid, query)
-    built = keyword_sql(corpus, where, params, n, avg_len, terms, k)
-    if built is None:
-        return []
-    return [(row_id, float(score)) for row_id, score in fetch(conn, named(built[0]), built[1])]
