@@ -202,20 +202,20 @@ def _details(conn: Connection | Any, kind: str, ids: list[int], query: str) -> d
         sql = f"""WITH q AS (SELECT {_or_query_sql()} AS tsq)
             SELECT c.id, c.document_id, d.source, d.title, d.tags, d.metadata - '_pipeline' AS metadata, c.heading,
                    c.location, c.ordinal, c.text, {_headline('c.text')} AS snippet
-            FROM chunks c JOIN documents d ON d.id = c.document_id, q WHERE c.id = ANY(:ids)"""
+            FROM chunks c JOIN documents d ON d.id = c.document_id, q WHERE c.id = ANY(CAST(:ids AS bigint[]))"""
     elif kind == "notes":
         sql = f"""WITH q AS (SELECT {_or_query_sql()} AS tsq)
             SELECT n.id, n.text, n.about, n.tags, n.metadata, n.source_messages, n.source_documents, n.author,
                    n.created_at, n.valid_until, n.superseded_by, {_headline('n.text')} AS snippet
-            FROM notes n, q WHERE n.id = ANY(:ids)"""
+            FROM notes n, q WHERE n.id = ANY(CAST(:ids AS bigint[]))"""
     else:
         sql = f"""WITH q AS (SELECT {_or_query_sql()} AS tsq)
             SELECT m.id, coalesce(v.external_id, v.id::text) AS conversation_id, v.title, m.seq, m.role, m.name,
                    m.content AS text, m.tool_name, m.outcome, m.outcome_note, m.metadata, m.created_at,
                    {_headline('m.content')} AS snippet
-            FROM messages m JOIN conversations v ON v.id = m.conversation_id, q WHERE m.id = ANY(:ids)"""
-    return {r["id"]: r for r in fetch_dicts(conn, named(sql.replace("ANY(:ids)", "ANY(CAST(:ids AS bigint[]))")),
-                                            {"ids": ids, "query": query})}
+            FROM messages m JOIN conversations v ON v.id = m.conversation_id, q
+            WHERE m.id = ANY(CAST(:ids AS bigint[]))"""
+    return {r["id"]: r for r in fetch_dicts(conn, named(sql), {"ids": ids, "query": query})}
 
 
 @dataclass(frozen=True)
@@ -514,12 +514,11 @@ def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str,
         from ltm_cli.services.embedding import query_vector
 
         qvec = query_vector(embedder, query)
+    ranking = (db, embedder, store, query, qvec, mode, limit, filters, k, fusion, feedback, diverse, include_toc)
     try:
-        fused, details, warnings = _ranked(db, embedder, store, query, qvec, mode, limit, filters, k, fusion, feedback,
-                                           diverse, include_toc)
-    except _SpaceChanged:
-        fused, details, warnings = _ranked(db, embedder, store, query, qvec, mode, limit, filters, k, fusion, feedback,
-                                           diverse, include_toc)
+        fused, details, warnings = _ranked(*ranking)
+    except _SpaceChanged:  # the space was looked up again: once more
+        fused, details, warnings = _ranked(*ranking)
     hits = []
     for (kind, row_id), score, detail in fused:
         row = details[kind].get(row_id)
