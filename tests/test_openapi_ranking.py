@@ -226,3 +226,20 @@ def test_a_card_stays_one_chunk_however_many_fields_the_body_has(tmp_path):
     assert "Operation: PostThings" in card.text and "option_number_0_with_a_long_name" in card.text
     assert card.text.rstrip().endswith("more")  # the names that did not fit are counted, not listed
     assert "Operation: PostThings" not in "\n".join(c.text for c in chunks[1:])
+
+
+def test_an_enum_lists_every_value_that_fits_and_counts_the_rest(tmp_path):
+    """Stripe's tax id `type` has ~100 values; cut at twelve, `eu_vat` was gone, and with it both the value an LLM
+    must send and the word a question uses ("store a customer's VAT number")."""
+    values = [f"code_{i:03d}" for i in range(200)]
+    spec = {"openapi": "3.0.0", "info": {"title": "Tax", "version": "1"}, "paths": {"/v1/tax_ids": {"post": {
+        "operationId": "PostTaxIds", "description": "Creates a tax id.", "responses": {"200": {"description": "OK"}},
+        "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+            "type": {"type": "string", "enum": values}}}}}}}}}}
+    path = tmp_path / "tax.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    details = "\n".join(c.text for c in _operation_chunks(path, ("POST", "/v1/tax_ids"))[1:])
+    listed = details.split("string(", 1)[1].split(")", 1)[0].split("|")
+    assert listed[:3] == ["code_000", "code_001", "code_002"] and len(listed) > 12
+    assert listed[-1] == f"…{200 - (len(listed) - 1)} more"  # what did not fit is counted, not dropped silently
+    assert len("|".join(listed[:-1])) <= 600

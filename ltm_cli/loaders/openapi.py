@@ -164,6 +164,24 @@ def _clip(text: Any, limit: int = MAX_DESCRIPTION) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+MAX_ENUM_CHARS = 600  # characters of an enum's values: Stripe's tax id types run to ~100 (`eu_vat`, `gb_vat`…)
+
+
+def _enum_values(values: list) -> str:
+    """An enum's values joined with `|`, as many as fit in MAX_ENUM_CHARS, then how many more there are. An LLM
+    calling the API needs the valid values, and a question names one ("VAT number") more often than the field."""
+    shown: list[str] = []
+    used = 0
+    for value in values:
+        text = str(value)
+        if shown and used + len(text) + 1 > MAX_ENUM_CHARS:
+            break
+        shown.append(text)
+        used += len(text) + 1
+    more = len(values) - len(shown)
+    return "|".join(shown) + (f"|…{more} more" if more else "")
+
+
 class _Renderer:
     def __init__(self, resolver: _Resolver) -> None:
         self.r = resolver
@@ -200,7 +218,7 @@ class _Renderer:
             more = f", …{len(props) - MAX_PROPERTIES} more" if len(props) > MAX_PROPERTIES else ""
             return f"{name or ''}{{{', '.join(fields)}{more}}}"
         if "enum" in node and isinstance(node["enum"], list):
-            return f"{kind or 'enum'}({'|'.join(str(v) for v in node['enum'][:12])})"
+            return f"{kind or 'enum'}({_enum_values(node['enum'])})"
         fmt = f"<{node['format']}>" if isinstance(node.get("format"), str) else ""
         return f"{kind or name or 'object'}{fmt}"
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ltm_cli.embedders.base import Embedder
     from ltm_cli.storage.engine import Database
 
-PIPELINE_VERSION = 4  # bump when loaders or chunking change what a file turns into
+PIPELINE_VERSION = 5  # bump when loaders or chunking change what a file turns into
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"}
 BULK_CHUNKS = 1000  # once a run has written this many new vectors, the rest load without the space's HNSW index
 # (rebuilt at the end): inserting into HNSW runs at hundreds of rows/s, building it at thousands
