@@ -22,6 +22,8 @@ from ltm_cli.parsing import check_range, parse_meta, parse_time
 from ltm_cli.storage.stores import StoreRef
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ltm_cli.config import Config
     from ltm_cli.conversations import NewConversation
     from ltm_cli.embedders.base import Embedder
@@ -130,17 +132,22 @@ class Memory:
         Filters narrow the search itself: `limit` results come back whenever that many match. Chunks of a PDF's
         contents and index pages rank after all others unless `include_toc`. The result is a list of hits whose
         `warnings` say when stored rows have no vector for this embedder (see `embed_migrate`)."""
+        filters = self.filters(kind, source=source, tags=tags, meta=meta, since=since, until=until, role=role,
+                               outcome=outcome, conversation=conversation, about=about, closed=closed)
+        return self._search(query, filters, mode=mode, limit=limit, context=context, diverse=diverse,
+                            include_toc=include_toc)
+
+    def _search(self, query: str, filters: Filters, *, mode: str, limit: int, context: int = 0,
+                diverse: bool = False, include_toc: bool = False, qvec: np.ndarray | None = None) -> Hits:
         from ltm_cli.services.search import search
         from ltm_cli.services.settings import check_value
 
         check_value(query, "query")  # NUL and unpaired surrogates: refused before any look-up, stored or not
         check_range("limit", limit, 1, MAX_LIMIT)
         check_range("context", context, 0, 50)
-        filters = self.filters(kind, source=source, tags=tags, meta=meta, since=since, until=until, role=role,
-                               outcome=outcome, conversation=conversation, about=about, closed=closed)
         embedder = self.embedder if mode != "keyword" else None
         return search(self.db, embedder, self.store, query, mode=mode, limit=limit, filters=filters,
-                      context=context, diverse=diverse, include_toc=include_toc)
+                      context=context, diverse=diverse, include_toc=include_toc, qvec=qvec)
 
     def recall(self, query: str, *, budget: int = 1500, kind: str = "all", mode: str = "hybrid",
                source: str | None = None, tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None,
@@ -148,18 +155,33 @@ class Memory:
                context: int = 1, diverse: bool = False, include_toc: bool = False) -> Recall:
         """A prompt-ready Markdown block: the best passages and turns within `budget` tokens, each cited.
         Chunks of a PDF's contents and index pages are left out unless `include_toc`."""
+        from dataclasses import replace
+
         from ltm_cli.services.recall import recall
 
+        with_notes = kind in ("all", "notes") and not (source or role or outcome)
+        rest = None if kind == "notes" else self.filters(kind, source=source, tags=tags, meta=meta, since=since,
+                                                         until=until, role=role, outcome=outcome)
+        qvec = None
+        if with_notes and rest is not None and mode != "keyword" and query.strip():
+            from ltm_cli.services.embedding import query_vector
+            from ltm_cli.services.settings import check_value
+
+            rest.kinds()  # an invalid combination fails before the query is embedded
+            check_value(query, "query")
+            qvec = query_vector(self.embedder, query)  # one vector for both searches (OpenAI: one request)
         notes: list[Hit] = []
-        if kind in ("all", "notes") and not (source or role or outcome):
+        if with_notes:
             # Live notes that match come first: they are dense, and distilled for exactly this.
-            notes = [h for h in self.search(query, kind="notes", mode=mode, limit=5, tags=tags, meta=meta,
-                                            since=since, until=until)
-                     if h.keyword_rank is not None or (h.vector_score or 0.0) >= NOTE_MATCH]
-        hits = [] if kind == "notes" else [
-            h for h in self.search(query, kind=kind, mode=mode, limit=40, source=source, tags=tags, meta=meta,
-                                   since=since, until=until, role=role, outcome=outcome, context=context,
-                                   diverse=diverse, include_toc=include_toc) if h.kind != "notes"]
+            found = self._search(query, self.filters("notes", tags=tags, meta=meta, since=since, until=until),
+                                 mode=mode, limit=5, qvec=qvec)
+            notes = [h for h in found if h.keyword_rank is not None or (h.vector_score or 0.0) >= NOTE_MATCH]
+        hits: list[Hit] = []
+        if rest is not None:
+            # Notes were searched above: in "all" they would only take places among the 40, to be dropped.
+            hits = list(self._search(query, replace(rest, skip=("notes",)) if with_notes else rest, mode=mode,
+                                     limit=40, context=context, diverse=diverse, include_toc=include_toc,
+                                     qvec=qvec))
         return recall(query, notes + hits, budget=budget, include_toc=include_toc)
 
     def evaluate(self, golden: str | os.PathLike[str] | Golden, *, mode: str = "hybrid", limit: int = 10,

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from ltm_cli import Memory
+from ltm_cli.embedders.hashing import HashEmbedder
 from ltm_cli.errors import ConflictError, InvalidInputError, NotFoundError
 from ltm_cli.tools import Caller, call
 from tests.conftest import fake_chat_server
@@ -210,3 +211,31 @@ def test_distill_without_a_chat_model_says_how_to_configure_one(cli):
     cli("history", "add", "hello", "-c", "c1")
     done = cli("history", "distill")
     assert done.exit_code == 4 and "LTM_CHAT_BASE_URL" in done.stderr
+
+
+class _CountingEmbedder(HashEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def embed(self, texts):
+        self.texts += list(texts)
+        return super().embed(texts)
+
+
+def test_recall_embeds_the_query_once_and_notes_take_no_places_from_documents(store, tmp_path):
+    """Recall searches notes first, then the rest: one query vector serves both (an OpenAI embedder made two
+    requests), and the second search leaves notes out instead of filling its 40 places with them and dropping
+    them afterwards."""
+    (tmp_path / "zebras.md").write_text("".join(f"# Herd {i}\n\nA zebra herd of the plains, number {i}.\n\n"
+                                                for i in range(12)))
+    counting = _CountingEmbedder()
+    with Memory.open(store, embedder=counting) as memory:
+        memory.docs.ingest([tmp_path])
+        for i in range(45):
+            memory.notes.add(f"zebra fact {i}: zebras have stripes", about=f"zoo.z{i}")
+        counting.texts.clear()
+        recalled = memory.recall("zebra fact stripes", budget=20000)
+    assert counting.texts == ["zebra fact stripes"]
+    kinds = [p.kind for p in recalled.passages]
+    assert kinds.count("notes") == 5 and kinds.count("docs") >= 1

@@ -33,12 +33,13 @@ class Filters:
     conversation: str | None = None
     about: str | None = None  # notes about this subject (or below it: user matches user.prefs)
     closed_notes: bool = False  # include superseded and forgotten notes
+    skip: tuple[str, ...] = ()  # kinds left out of "all" (recall searches notes on their own first)
 
     def kinds(self) -> tuple[str, ...]:
         """The kinds of memory these filters can match (each filter belongs to some kinds only)."""
         if self.kind not in KINDS:
             raise InvalidInputError(f"unknown kind {self.kind!r}", hint=f"use one of: {', '.join(KINDS)}")
-        allowed = {"docs", "history", "notes"} if self.kind == "all" else {self.kind}
+        allowed = {"docs", "history", "notes"} - set(self.skip) if self.kind == "all" else {self.kind}
         for names, kinds, option in ((self.source, {"docs"}, "--source"), (self.tags, {"docs", "notes"}, "--tag"),
                                      (self.role or self.outcome or self.conversation, {"history"},
                                       "--role, --outcome and --conversation"),

@@ -491,13 +491,14 @@ def _ranked(db: Database, embedder: Embedder | None, store: StoreRef, query: str
 def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str, *, mode: str = "hybrid",
            limit: int = 10, filters: Filters | None = None, candidates: int = CANDIDATES, context: int = 0,
            fusion: str = "convex", feedback: bool = True, diverse: bool = False,
-           include_toc: bool = False) -> Hits:
+           include_toc: bool = False, qvec: np.ndarray | None = None) -> Hits:
     """The best `limit` passages or messages for a query; `context` adds neighbouring turns to history hits.
 
     Hybrid: BM25 and vector legs fused by score (min-max scaled, ALPHA on the vector side), then one round of
     vector pseudo-relevance feedback (FEEDBACK_ROWS best fused rows) and the fusion again. Both choices come
     from bench/retrieval.py (see the README). Contents and index chunks come after the rest (before feedback
-    too, so they do not steer it) unless `include_toc`: bench/pdf_questions.py measured it."""
+    too, so they do not steer it) unless `include_toc`: bench/pdf_questions.py measured it. `qvec`: the query's
+    vector when the caller already has it (recall searches twice with one query)."""
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
     if not query.strip():
@@ -507,10 +508,11 @@ def search(db: Database, embedder: Embedder | None, store: StoreRef, query: str,
     filters = filters or Filters()
     filters.kinds()  # an invalid combination fails before the query is embedded
     k = max(candidates, limit)
-    qvec = None
-    if mode != "keyword":
-        if embedder is None:
-            raise InvalidInputError(f"mode {mode} needs an embedder")
+    if mode == "keyword":
+        qvec = None
+    elif embedder is None:
+        raise InvalidInputError(f"mode {mode} needs an embedder")
+    elif qvec is None:
         from ltm_cli.services.embedding import query_vector
 
         qvec = query_vector(embedder, query)
