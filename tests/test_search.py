@@ -251,6 +251,43 @@ def test_vector_and_keyword_legs_use_their_indexes_at_ten_thousand_chunks(store)
         db.dispose()
 
 
+def test_an_hnsw_build_gets_memory_for_its_graph_and_never_less_than_the_server_gives(store):
+    """pgvector builds the graph in maintenance_work_mem and slows down several-fold once it no longer fits
+    (bench/hnsw_build_memory.py); a fixed 256MB both starved big spaces and lowered a server configured higher."""
+    import uuid
+
+    import numpy as np
+    from sqlalchemy import text
+
+    from ltm_cli.config import load_config
+    from ltm_cli.storage import vectors
+    from ltm_cli.storage.engine import Database
+
+    unlimited = 2**60
+    per_row = vectors.build_memory(1_000_000, 384, limit=unlimited) / 1_000_000
+    assert 1_480 <= per_row <= 1_800  # pgvector's notice: 5,654 tuples of 384 dimensions filled 8MB
+    assert vectors.build_memory(1_000_000, 384, limit=2**30) == 2**30
+    assert vectors.build_memory(10, 384, limit=unlimited) == vectors.MIN_BUILD_MEMORY
+    assert vectors.build_memory(10, 384, current=3 * 2**30, limit=2**30) == 3 * 2**30
+    assert vectors.build_memory(200_000, 1536, limit=unlimited) > vectors.build_memory(200_000, 384, limit=unlimited)
+    assert vectors.memory_limit() >= 2**20
+    db = Database(load_config())
+    try:
+        with db.connect():  # the schema, on a fresh server
+            pass
+        for server_setting, after in (("1MB", "64MB"), ("2GB", "2GB")):
+            with db.engine.connect() as conn:  # rolled back: the space and its index leave nothing behind
+                space = vectors.ensure_space(conn, "test", f"mwm-{uuid.uuid4().hex}", 8)
+                rows = np.random.default_rng(1).normal(size=(300, 8)).astype(np.float32)
+                vectors.write(conn, space, [uuid.uuid4().bytes for _ in range(300)], rows)
+                conn.execute(text(f"SET LOCAL maintenance_work_mem = '{server_setting}'"))
+                assert vectors.ensure_index(conn, space, 8)
+                assert conn.execute(text("SHOW maintenance_work_mem")).scalar() == after
+                conn.rollback()
+    finally:
+        db.dispose()
+
+
 def test_diverse_keeps_near_duplicates_from_filling_the_top(cli, tmp_path):
     text = "Rotate the API keys every ninety days and revoke the old ones at once."
     for name in ("a.md", "b.md", "c.md"):  # the same paragraph under three names

@@ -78,8 +78,42 @@ def has_index(conn: Connection, space_id: int) -> bool:
     return conn.execute(text("SELECT to_regclass(:n)"), {"n": index_name(space_id)}).scalar() is not None
 
 
+# pgvector builds the graph in maintenance_work_mem; once it no longer fits, the build goes on in index pages,
+# several times slower (bench/scale.py: 47 min for 1M chunks under a fixed 256MB). pgvector's own notice ("no
+# longer fits … after 5654 tuples" at 8MB, 384 dimensions, m 16) puts a tuple at ~1,480 bytes: its halfvec plus
+# about 48 bytes per unit of m for the neighbour lists.
+MIN_BUILD_MEMORY = 64 * 2**20
+BUILD_MEMORY_SHARE = 4  # at most a quarter of this machine's memory (the embedded server shares it)
+
+
+def build_memory(rows: int, dim: int, current: int = 0, limit: int | None = None) -> int:
+    """Bytes of maintenance_work_mem for building an HNSW index over `rows` vectors: the graph with a tenth to
+    spare, within `limit` (default: `memory_limit()`), never below `current` (the server's own setting) or
+    MIN_BUILD_MEMORY."""
+    need = int(rows * (2 * dim + 48 * HNSW_M + 16) * 1.1)
+    return max(min(need, memory_limit() if limit is None else limit), current, MIN_BUILD_MEMORY)
+
+
+def memory_limit() -> int:
+    """A quarter of this machine's memory, and no more than /dev/shm has free: a parallel build keeps its graph
+    in shared memory, and a container's /dev/shm is often only 64MB."""
+    import contextlib
+    import os
+
+    limit = 2**62
+    with contextlib.suppress(ValueError, OSError, AttributeError):  # no sysconf, or no such name there
+        limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // BUILD_MEMORY_SHARE
+    try:
+        shm = os.statvfs("/dev/shm")
+        limit = min(limit, int(shm.f_bavail * shm.f_frsize * 0.8))
+    except OSError:
+        pass
+    return limit
+
+
 def ensure_index(conn: Connection, space_id: int, dim: int) -> bool:
-    """Build the space's HNSW index if missing; True when it was built now.
+    """Build the space's HNSW index if missing; True when it was built now, with maintenance_work_mem sized to
+    the space (`build_memory`).
 
     A partial expression index per space is what lets spaces of different dimensions share one table:
     queries must say `WHERE space_id = <literal>` and order by `embedding::halfvec(<dim>) <=> …`.
@@ -88,7 +122,12 @@ def ensure_index(conn: Connection, space_id: int, dim: int) -> bool:
 
     if has_index(conn, space_id):
         return False
-    conn.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
+    rows, current = conn.execute(text(
+        "SELECT (SELECT count(*) FROM embeddings WHERE space_id = :s), "
+        "pg_size_bytes(current_setting('maintenance_work_mem'))"), {"s": int(space_id)}).one()
+    memory = build_memory(rows, dim, current)
+    if memory > current:
+        conn.execute(text(f"SET LOCAL maintenance_work_mem = '{memory // 1024}kB'"))
     conn.execute(text(
         f"CREATE INDEX IF NOT EXISTS {index_name(space_id)} ON embeddings "
         f"USING hnsw ((embedding::halfvec({int(dim)})) halfvec_cosine_ops) "
