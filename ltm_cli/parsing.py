@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import IO, Any
 
 from ltm_cli.errors import InvalidInputError
@@ -113,3 +115,30 @@ def read_text(path: str | os.PathLike[str], limit: int, what: str | None = None)
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{source} is not UTF-8 text") from exc
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """A binary file that appears at `path` only complete: written beside it, synced and renamed into place;
+    on any failure the partial file is removed. A path that cannot be written (no such folder, a directory, no
+    permission) is refused before anything is written, as one line naming the path: exit 4."""
+    import tempfile
+
+    target = Path(path)
+    if target.is_dir():
+        raise InvalidInputError(f"cannot write {target}: it is a directory")
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(handle, "wb") as raw:
+            yield raw
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InvalidInputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        raise

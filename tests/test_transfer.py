@@ -141,3 +141,20 @@ def test_export_to_stdout_streams_the_file(cli, store, tmp_path):
     assert result.exit_code == 0, result.stderr
     lines = [json.loads(x) for x in result.stdout.splitlines()]
     assert lines[0]["format"] == "ltm-export" and lines[1]["key"] == "a" and lines[-1]["type"] == "end"
+
+
+@pytest.mark.parametrize("command", [("export", "-o"), ("history", "export", "-o"), ("settings", "export")])
+def test_an_export_to_a_path_that_cannot_be_written_fails_in_one_line_and_leaves_nothing(cli, tmp_path, command):
+    assert cli("settings", "set", "voice.speed", "1.2").exit_code == 0
+    assert cli("history", "add", "hello", "-c", "c1").exit_code == 0
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for target, reason in ((folder, "it is a directory"), (tmp_path / "missing" / "x.jsonl", "No such file")):
+        result = cli(*command, str(target))
+        assert result.exit_code == 4, result.stderr
+        first = result.stderr.strip().splitlines()[0]
+        assert first.startswith(f"error: cannot write {target}: ") and reason in first
+        assert "--debug" not in result.stderr  # an expected failure, not the unexpected-error path
+    assert list(tmp_path.rglob("*.tmp")) == [] and list(folder.iterdir()) == []
+    assert cli(*command, str(folder / "ok.json")).exit_code == 0 and (folder / "ok.json").stat().st_size > 0
+    assert [p.name for p in folder.iterdir()] == ["ok.json"]

@@ -324,9 +324,10 @@ def export(
     if output is None:
         sys.stdout.write("".join(lines))
         return
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    tmp.replace(output)  # never a half-written export
+    from ltm_cli.parsing import atomic_output
+
+    with atomic_output(output) as handle:  # never a half-written export
+        handle.write("".join(lines).encode("utf-8"))
     renderer(s).success(f"exported {len(lines)} conversation(s) to {output}")
 
 

@@ -205,7 +205,10 @@ def export(
     if file in (None, "-"):
         out.raw(text)
     else:
-        Path(file).write_text(text, encoding="utf-8")
+        from ltm_cli.parsing import atomic_output
+
+        with atomic_output(file) as handle:
+            handle.write(text.encode("utf-8"))
         out.success(f"exported {len(flat)} setting(s) to {file}")
 
 

@@ -8,15 +8,13 @@ import gzip
 import hashlib
 import io
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ltm_cli.errors import InvalidInputError
+from ltm_cli.parsing import atomic_output
 from ltm_cli.services.embedding import checked, content_hash
 from ltm_cli.storage import vectors
 from ltm_cli.storage.stores import StoreRef
@@ -263,21 +261,12 @@ def export_store(db: Database, store: StoreRef, embedder: Callable[[], Embedder]
     if path == "-":
         _write(records, stdout, summary)
     else:
-        target = Path(path)
-        handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-        try:
-            with os.fdopen(handle, "wb") as raw:
-                if target.name.endswith(".gz"):
-                    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as zipped:
-                        _write(records, zipped, summary)
-                else:
-                    _write(records, raw, summary)
-                raw.flush()
-                os.fsync(raw.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(path) as raw:
+            if str(path).endswith(".gz"):
+                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as zipped:
+                    _write(records, zipped, summary)
+            else:
+                _write(records, raw, summary)
     summary.seconds = time.perf_counter() - started
     return summary
 
