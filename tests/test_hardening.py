@@ -220,3 +220,20 @@ def test_a_file_name_that_is_not_utf8_is_ingested_under_an_escaped_name(cli, tmp
     assert done.exit_code == 0, done.stderr
     assert done.json()["files"][0]["source"].endswith("caf\\xe9.txt")
     assert cli("ingest", str(folder), "--json").json()["files"][0]["status"] == "unchanged"
+
+
+def test_usage_errors_are_one_line_with_a_hint_and_a_negative_value_is_told_to_follow_double_dash(cli):
+    cases = [(("settings", "set", "audio.gain", "-3"), "No such option: -3", "goes after --"),
+             (("search", "x", "--limit", "abc"), "Invalid value for '--limit'", "see 'ltm search --help'"),
+             (("--bogus",), "No such option: --bogus", "see 'ltm --help'"),
+             (("settingz",), "No such command 'settingz'", "see 'ltm --help'"),
+             (("settings", "set"), "Missing argument", "see 'ltm settings set --help'")]
+    for args, message, hint in cases:
+        result = cli(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2, args
+        assert len(lines) == 2 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+        assert lines[1].startswith("hint: ") and hint in lines[1]
+        assert not any(ch in result.stderr for ch in "╭│╰"), "no boxed usage text"
+    assert cli("settings", "set", "audio.gain", "--", "-3").exit_code == 0
+    assert cli("settings", "get", "audio.gain", "--json").json() == -3

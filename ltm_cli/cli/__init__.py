@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -39,6 +40,13 @@ class LtmGroup(TyperGroup):
                 self.get_command(ctx, name)
         return super().resolve_command(ctx, args)
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as exc:
+            _usage_error(exc)
+            raise
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -51,6 +59,7 @@ class LtmGroup(TyperGroup):
         except Exception as exc:
             # Click's own flow (usage errors, --help, Exit, Abort): Typer vendors Click, so match by module.
             if type(exc).__module__.startswith(("click", "typer")) or _is_debug(ctx):
+                _usage_error(exc)
                 raise
             code, message = classify(exc)
             _report(ctx, message, "run with --debug for the traceback" if code == ExitCode.FAILURE else None)
@@ -59,6 +68,25 @@ class LtmGroup(TyperGroup):
             root_state = ctx.find_root().obj
             if isinstance(root_state, AppState):
                 root_state.close()
+
+
+_NEGATIVE = re.compile(r"-\d")
+
+
+def _usage_error(exc: Exception) -> None:
+    """A usage error (unknown option, missing argument, bad value) as one line and a hint, exit 2, instead of
+    Click's boxed usage text. A value that starts with '-' (`settings set audio.gain -3`) reads as an option to
+    Click: the hint says to put `--` before it."""
+    if not any(cls.__name__ == "UsageError" for cls in type(exc).__mro__):
+        return
+    command = getattr(getattr(exc, "ctx", None), "command_path", "ltm")
+    option = getattr(exc, "option_name", "") or ""
+    if _NEGATIVE.match(option):
+        hint = f"a value that starts with '-' goes after --: {command} … -- {option}"
+    else:
+        hint = f"see '{command} --help'"
+    Renderer().error(exc.format_message(), hint)
+    raise typer.Exit(ExitCode.USAGE) from None
 
 
 def _is_debug(ctx: Any) -> bool:

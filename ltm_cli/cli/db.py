@@ -109,7 +109,8 @@ def upgrade(ctx: typer.Context, revision: str = typer.Argument("head", help="Tar
 @migrate_app.command("downgrade")
 def downgrade(
     ctx: typer.Context,
-    revision: str = typer.Argument(..., help="Target revision, e.g. base or -1."),
+    revision: str = typer.Argument(
+        ..., help="Target revision: base, 0004, or -- -1 (one step down; a value starting with - goes after --)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Downgrade the schema to REVISION. Dropping tables loses their data: asks first unless --yes."""
