@@ -210,6 +210,10 @@ class Memory:
                 about: str | None = None, closed: bool = False) -> Filters:
         from ltm_cli.services.filters import Filters
 
+        if conversation is not None and not conversation.strip():
+            from ltm_cli.services.history import check_ref
+
+            check_ref(conversation)
         if about:  # the notes service (and the vector code it imports) only when a search names a subject
             from ltm_cli.services.notes import check_about
 

@@ -260,3 +260,14 @@ def test_recall_of_history_shows_the_tool_call_and_how_it_ended(cli):
     block = cli("recall", "deploy web app staging", "--kind", "history", "--json").json()["markdown"]
     assert '→ `kubectl({"cmd": "apply"})` ← error: connection refused _(outcome: failure — VPN down)_' in block
     assert "Deploy the web app to staging" in block
+
+
+def test_an_empty_conversation_id_is_refused_not_read_as_every_conversation(cli):
+    assert cli("history", "add", "first", "-c", "c1").exit_code == 0
+    assert cli("history", "add", "second", "-c", "c2").exit_code == 0
+    for args in (("history", "add", "x", "-c", ""), ("history", "list", "-c", " "), ("history", "export", "-c", ""),
+                 ("search", "x", "--kind", "history", "--conversation", "")):
+        result = cli(*args)
+        assert result.exit_code == 4 and "empty conversation id" in result.stderr, args
+        assert result.stdout == ""
+    assert len(cli("history", "conversations", "--json").json()) == 2  # nothing was started by the refused add

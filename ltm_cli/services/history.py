@@ -103,6 +103,15 @@ def _as_uuid(ref: str) -> uuid.UUID | None:
         return None
 
 
+def check_ref(ref: str | None) -> str | None:
+    """A conversation id as given: None stays None (no filter, or --new); a blank one is refused, never read as
+    "every conversation" by a filter or stored as an id no one can type."""
+    if ref is not None and not ref.strip():
+        raise InvalidInputError("empty conversation id",
+                                hint="give an id (`ltm history conversations` lists them), or leave --conversation out")
+    return ref
+
+
 def _find(conn: Connection | Any, sid: int, ref: str) -> uuid.UUID | None:
     """A conversation by the id ltm gave it or by the id it was imported or created with; `conn`: either kind
     (search runs on a plain cursor, see engine.fetch)."""
@@ -197,6 +206,7 @@ def _add(db: Database, embedder: Embedder, store: StoreRef, message: NewMessage,
          new: bool, title: str | None) -> Added:
     from sqlalchemy import text
 
+    check_ref(conversation)
     if new == (conversation is not None):
         raise InvalidInputError("give either --conversation ID or --new",
                                 hint="--new starts a conversation and prints its id")
@@ -348,6 +358,7 @@ def list_messages(db: Database, store: StoreRef, *, conversation: str | None = N
                   limit: int | None = 50, undistilled: bool = False) -> list[MessageInfo]:
     """The most recent messages matching the filters, returned oldest first (`undistilled`: only turns that
     `ltm history distill` has not read yet)."""
+    check_ref(conversation)
     with db.connect() as conn:
         sid = store.id(conn, create=False)
         if sid is None:
@@ -426,6 +437,7 @@ def export(db: Database, store: StoreRef, conversation: str | None = None) -> li
 
     from ltm_cli.conversations import to_openai
 
+    check_ref(conversation)
     with db.connect() as conn:
         sid = store.id(conn, create=False)
         if conversation:

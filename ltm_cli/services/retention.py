@@ -174,11 +174,11 @@ def _conversations(conn: Connection, sid: int, store: StoreRef, conversation: st
                    before: dt.datetime | None) -> tuple[list[Any], list[ForgottenConversation]]:
     from sqlalchemy import text
 
-    from ltm_cli.services.history import _DISPLAY_ID, _find
+    from ltm_cli.services.history import _DISPLAY_ID, _find, check_ref
 
     where: list[str] = []
     params: dict[str, Any] = {"s": sid}
-    if conversation:
+    if check_ref(conversation):
         found = _find(conn, sid, conversation)
         if found is None:
             raise NotFoundError(f"no conversation {conversation!r} in store {store.name!r}")
