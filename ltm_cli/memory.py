@@ -152,16 +152,18 @@ class Memory:
     def recall(self, query: str, *, budget: int = 1500, kind: str = "all", mode: str = "hybrid",
                source: str | None = None, tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None,
                since: Time = None, until: Time = None, role: str | None = None, outcome: str | None = None,
-               context: int = 1, diverse: bool = False, include_toc: bool = False) -> Recall:
+               conversation: str | None = None, context: int = 1, diverse: bool = False,
+               include_toc: bool = False) -> Recall:
         """A prompt-ready Markdown block: the best passages and turns within `budget` tokens, each cited.
         Chunks of a PDF's contents and index pages are left out unless `include_toc`."""
         from dataclasses import replace
 
         from ltm_cli.services.recall import recall
 
-        with_notes = kind in ("all", "notes") and not (source or role or outcome)
+        with_notes = kind in ("all", "notes") and not (source or role or outcome or conversation)
         rest = None if kind == "notes" else self.filters(kind, source=source, tags=tags, meta=meta, since=since,
-                                                         until=until, role=role, outcome=outcome)
+                                                         until=until, role=role, outcome=outcome,
+                                                         conversation=conversation)
         qvec = None
         if with_notes and rest is not None and mode != "keyword" and query.strip():
             from ltm_cli.services.embedding import query_vector

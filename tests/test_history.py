@@ -271,3 +271,12 @@ def test_an_empty_conversation_id_is_refused_not_read_as_every_conversation(cli)
         assert result.exit_code == 4 and "empty conversation id" in result.stderr, args
         assert result.stdout == ""
     assert len(cli("history", "conversations", "--json").json()) == 2  # nothing was started by the refused add
+
+
+def test_recall_takes_the_conversation_filter_as_search_does(cli):
+    assert cli("history", "add", "The deploy to staging failed on a missing secret.", "-c", "deploys").exit_code == 0
+    assert cli("history", "add", "The deploy to production went fine.", "-c", "other").exit_code == 0
+    result = cli("recall", "deploy", "--conversation", "deploys", "--json")
+    assert result.exit_code == 0, result.stderr
+    passages = result.json()["passages"]
+    assert passages and {p["conversation_id"] for p in passages} == {"deploys"}

@@ -120,6 +120,7 @@ def recall(
     until: str = UNTIL_OPTION,
     role: str = ROLE_OPTION,
     outcome: str = OUTCOME_OPTION,
+    conversation: str = CONVERSATION_OPTION,
     context: int = typer.Option(1, "--context", "-C", help="Turns around each recalled message."),
     diverse: bool = DIVERSE_OPTION,
     include_toc: bool = INCLUDE_TOC_OPTION,
@@ -135,5 +136,6 @@ def recall(
 
     result = s.memory().recall(query, budget=budget, kind=kind, mode=mode, source=source, tags=tag or (),
                                meta=parse_meta(meta), since=since, until=until, role=role, outcome=outcome,
-                               context=context, diverse=diverse, include_toc=include_toc)
+                               conversation=conversation, context=context, diverse=diverse,
+                               include_toc=include_toc)
     out.data(result, lambda r: out.raw(r.markdown))
