@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,155 @@ def test_an_export_to_a_path_that_cannot_be_written_fails_in_one_line_and_leaves
     assert list(tmp_path.rglob("*.tmp")) == [] and list(folder.iterdir()) == []
     assert cli(*command, str(folder / "ok.json")).exit_code == 0 and (folder / "ok.json").stat().st_size > 0
     assert [p.name for p in folder.iterdir()] == ["ok.json"]
+
+
+# -- damaged files ---------------------------------------------------------------------------------------
+def _fill_documents(cli, tmp_path: Path, count: int = 3) -> None:
+    """Documents of a few dozen chunks each, so one's line is long enough to be cut in the middle."""
+    for i in range(count):
+        doc = tmp_path / f"manual-{i}.md"
+        doc.write_text(f"# Manual {i}\n\n" + " ".join(f"step {i}.{n} turn the dial" for n in range(1500)) + "\n",
+                       encoding="utf-8")
+        assert cli("ingest", str(doc)).exit_code == 0
+
+
+def _cut_gzip(data: bytes) -> bytes:
+    """A gzip stream of `data` that stops there, without its end-of-stream marker: a file cut short."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return packer.compress(data) + packer.flush(zlib.Z_SYNC_FLUSH)
+
+
+def _lines_before_the_cut(path: Path) -> int:
+    """How many whole lines a cut gzip file still holds."""
+    return zlib.decompressobj(31).decompress(path.read_bytes()).count(b"\n")
+
+
+def _nothing_in(cli, store: str) -> bool:
+    return (cli("settings", "list", "--json", "--store", store).json() in ({}, [])
+            and cli("docs", "list", "--json", "--store", store).json() == []
+            and cli("history", "conversations", "--json", "--store", store).json() == [])
+
+
+def test_a_truncated_gzip_export_imports_what_precedes_the_cut_and_names_its_line(cli, store, tmp_path, monkeypatch):
+    _fill(cli, tmp_path)
+    _fill_documents(cli, tmp_path)
+    monkeypatch.chdir(tmp_path)  # short paths: each message stays on one line
+    assert cli("export", "-o", "full.jsonl.gz", "--vectors").exit_code == 0
+    whole = (tmp_path / "full.jsonl.gz").read_bytes()
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])  # as `head -c` would
+    kept = _lines_before_the_cut(tmp_path / "cut.jsonl.gz")
+    assert kept >= 5  # the header, the settings and more survive the cut
+
+    dry = cli("import", "cut.jsonl.gz", "--store", f"{store}-cut", "--dry-run", "--json")
+    assert dry.exit_code == 1, dry.stderr
+    assert _nothing_in(cli, f"{store}-cut")
+    result = cli("import", "cut.jsonl.gz", "--store", f"{store}-cut")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr and "--debug" not in result.stderr
+    damaged = [line for line in result.stderr.splitlines() if "truncated or corrupt" in line]
+    assert damaged == [f"error: cut.jsonl.gz: the file is truncated or corrupt after line {kept}: its gzip data "
+                       "ends before the end-of-stream marker"]
+    assert "end marker" not in result.stderr  # one line about the damage, not two
+    assert any(line.startswith("warning: added ") for line in result.stderr.splitlines())  # the summary
+    assert cli("settings", "get", "voice.speed", "--store", f"{store}-cut").stdout.strip() == "1.4"
+
+    again = cli("import", "cut.jsonl.gz", "--store", f"{store}-cut", "--json").json()
+    assert again["added"] == {}
+    assert again["unchanged"] == dry.json()["added"]  # the dry run reported what the import then wrote
+    assert again["problems"] == dry.json()["problems"] == [
+        {"line": 0, "message": f"the file is truncated or corrupt after line {kept}: its gzip data ends before "
+                               "the end-of-stream marker"}]
+
+
+@pytest.mark.parametrize("content", [b"\x1f\x8b" + b"not gzip after all\n" * 4, b"just some text\n"],
+                         ids=["gzip-magic", "no-magic"])
+def test_a_gz_file_that_is_not_gzip_is_refused_and_nothing_imported(cli, store, tmp_path, content):
+    path = tmp_path / "backup.jsonl.gz"
+    path.write_bytes(content)
+    result = cli("import", str(path), "--store", f"{store}-none")
+    assert result.exit_code == 4, result.stderr
+    assert "--debug" not in result.stderr and "Traceback" not in result.stderr
+    assert _nothing_in(cli, f"{store}-none")
+
+
+def test_a_gzip_export_cut_before_its_first_line_ends_is_refused(cli, store, tmp_path, monkeypatch):
+    assert cli("settings", "set", "a", "1").exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "full.jsonl.gz"
+    assert cli("export", "-o", path.name).exit_code == 0
+    header = gzip.decompress(path.read_bytes()).split(b"\n")[0]
+    for cut in (path.read_bytes()[:5], _cut_gzip(header[: len(header) // 2])):
+        path.write_bytes(cut)
+        result = cli("import", path.name, "--store", f"{store}-none")
+        assert result.exit_code == 4, result.stderr
+        assert result.stderr.startswith(f"error: cannot read {path.name}: its gzip data ends before")
+        assert "--debug" not in result.stderr
+        assert _nothing_in(cli, f"{store}-none")
+
+
+@pytest.mark.parametrize("damage", ["corrupt-block", "bad-checksum"])
+def test_a_corrupt_gzip_export_is_reported_after_its_last_good_line(cli, store, tmp_path, monkeypatch, damage):
+    _fill(cli, tmp_path)
+    # Last of the settings (by key), a value that does not compress: gzip reads its input in large pieces and
+    # loses what one piece held when it meets the damage, so the damage must lie a few pieces past line 4.
+    assert cli("settings", "set", "zz.padding", os.urandom(400_000).hex()).exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    assert cli("export", "-o", "full.jsonl").exit_code == 0
+    data = (tmp_path / "full.jsonl").read_bytes()
+    if damage == "corrupt-block":  # whole lines, then a deflate block of the reserved type: zlib.error
+        kept = 4  # the header and the settings before the padding
+        packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+        body = packer.compress(b"".join(data.splitlines(keepends=True)[:kept + 1])) + packer.flush(zlib.Z_FULL_FLUSH)
+        body += b"\xff" * 64
+    else:  # every line intact, the trailer's CRC wrong: gzip.BadGzipFile once the last line is read
+        kept = data.count(b"\n")
+        body = gzip.compress(data)
+        body = body[:-8] + bytes(b ^ 0xFF for b in body[-8:-4]) + body[-4:]
+    (tmp_path / "bad.jsonl.gz").write_bytes(body)
+    result = cli("import", "bad.jsonl.gz", "--store", f"{store}-bad")
+    assert result.exit_code == 1
+    assert "--debug" not in result.stderr
+    damaged = [line for line in result.stderr.splitlines() if "truncated or corrupt" in line]
+    assert len(damaged) == 1 and damaged[0].startswith(
+        f"error: bad.jsonl.gz: the file is truncated or corrupt after line {kept}: ")
+    assert cli("settings", "get", "name", "--store", f"{store}-bad").stdout.strip() == "Ada"
+
+
+def test_a_truncated_plain_export_reports_its_torn_last_line(cli, store, tmp_path):
+    _fill(cli, tmp_path)
+    path = tmp_path / "store.jsonl"
+    assert cli("export", "-o", str(path)).exit_code == 0
+    lines = path.read_bytes().splitlines(keepends=True)
+    torn = next(i for i, line in enumerate(lines) if line.startswith(b'{"type":"document"'))
+    path.write_bytes(b"".join(lines[:torn]) + lines[torn][: len(lines[torn]) // 2])
+    result = cli("import", str(path), "--store", f"{store}-torn")
+    assert result.exit_code == 1
+    assert f"{path}:{torn + 1}: damaged record" in result.stderr
+    assert "--debug" not in result.stderr
+    assert cli("history", "conversations", "--json", "--store", f"{store}-torn").json() != []
+    assert cli("docs", "list", "--json", "--store", f"{store}-torn").json() == []
+
+
+@pytest.mark.parametrize("gzipped", [True, False], ids=["gzip", "plain"])
+def test_a_document_cut_off_by_the_truncation_is_not_imported(cli, store, tmp_path, gzipped):
+    """A document travels on one line with all its chunks and is queued with others for one transaction: the
+    documents before the cut go in whole, the one whose chunks were cut off does not appear at all."""
+    _fill_documents(cli, tmp_path, count=3)
+    path = tmp_path / "docs.jsonl"
+    assert cli("export", "-o", str(path), "--only", "docs").exit_code == 0
+    lines = path.read_bytes().splitlines(keepends=True)
+    records = [json.loads(line) for line in lines]
+    last = max(i for i, r in enumerate(records) if r["type"] == "document")
+    assert len(records[last]["chunks"]) > 2
+    cut = b"".join(lines[:last]) + lines[last][: len(lines[last]) // 2]
+    target = tmp_path / ("cut.jsonl.gz" if gzipped else "cut.jsonl")
+    target.write_bytes(_cut_gzip(cut) if gzipped else cut)
+    result = cli("import", str(target), "--store", f"{store}-cut", "--json")
+    assert result.exit_code == 1, result.stderr
+    summary = result.json()
+    whole = [r for r in records[:last] if r["type"] == "document"]
+    assert summary["added"] == {"document": len(whole)}
+    assert summary["chunks"] == sum(len(r["chunks"]) for r in whole)
+    listed = cli("docs", "list", "--json", "--store", f"{store}-cut").json()
+    assert sorted(d["source"] for d in listed) == sorted(r["source"] for r in whole)
+    assert records[last]["source"] not in {d["source"] for d in listed}

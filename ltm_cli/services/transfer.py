@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
@@ -323,8 +324,26 @@ class ImportSummary:
         return bool(self.problems or self.conflicts)
 
 
+class UnreadableInputError(InvalidInputError):
+    """The input cannot be read on past some point: its gzip data is cut short or corrupt. Raised before
+    the first line, it is unreadable input (exit 4); later, the importer keeps what it read (see Importer._run)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message, hint="export it again with `ltm export -o FILE`, or use an intact copy")
+        self.reason = reason
+
+
+def _gzip_damage(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "its gzip data ends before the end-of-stream marker"
+    if isinstance(exc, zlib.error):
+        return f"its gzip data is corrupt ({exc})"
+    return f"it is not valid gzip ({exc})"
+
+
 def open_lines(path: str, stdin: IO[bytes] | None = None) -> Iterator[bytes]:
-    """The file's lines as bytes, streamed; gzip recognised by its magic bytes, whatever the name."""
+    """The file's lines as bytes, streamed; gzip recognised by its magic bytes, whatever the name. Damaged
+    gzip raises UnreadableInputError; a line the damage cut in two is never yielded."""
     if path == "-":
         if stdin is None:
             raise InvalidInputError("standard input is not available here")
@@ -337,7 +356,12 @@ def open_lines(path: str, stdin: IO[bytes] | None = None) -> Iterator[bytes]:
     buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw)  # type: ignore[arg-type]
     try:
         stream = gzip.GzipFile(fileobj=buffered) if buffered.peek(2)[:2] == b"\x1f\x8b" else buffered
-        yield from stream
+        try:
+            yield from stream
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            reason = _gzip_damage(exc)
+            name = "standard input" if path == "-" else path
+            raise UnreadableInputError(f"cannot read {name}: {reason}", reason=reason) from exc
     finally:
         if path != "-":
             raw.close()
@@ -388,25 +412,37 @@ class Importer:
             self.sid = self.store.id(conn, create=not self.summary.dry_run)
             self.space = vectors.ensure_space(conn, self.embedder.provider, self.embedder.model, self.embedder.dim)
             self._plan_vectors(conn, header.get("spaces") or [], bool(header.get("vectors")))
-        for number, raw in enumerate(iterator, 2):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-                self._record(record, number)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-                self.summary.problems.append({"line": number, "message": f"damaged record: {detail}"})
-            except InvalidInputError as exc:
-                self.summary.problems.append({"line": number, "message": exc.message})
+        number, damage = 1, None
+        try:
+            for number, raw in enumerate(iterator, 2):
+                self._line(raw, number)
+        except UnreadableInputError as exc:
+            # The lines before the damage are whole records, imported as usual (the groups still queued are
+            # flushed below); the line the damage cut in two never reached _line.
+            damage = f"the file is truncated or corrupt after line {number}: {exc.reason}"
         self._flush_settings()
         self._flush_documents()
         self._link_notes()
-        if not self.summary.complete:
+        if damage is not None:
+            self.summary.problems.append({"line": 0, "message": damage})
+        elif not self.summary.complete:
             self.summary.problems.append({"line": 0, "message": "the file ends without its end marker "
                                                                 "(truncated?): what it holds was imported"})
+
+    def _line(self, raw: bytes, number: int) -> None:
+        """One line: its record imported, or a damaged one reported under its number."""
+        if not raw.strip():
+            return
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            self._record(record, number)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            self.summary.problems.append({"line": number, "message": f"damaged record: {detail}"})
+        except InvalidInputError as exc:
+            self.summary.problems.append({"line": number, "message": exc.message})
 
     def _header(self, first: bytes | None) -> dict[str, Any]:
         try:
