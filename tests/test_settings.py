@@ -286,3 +286,38 @@ def test_parse_value_never_crashes_and_is_json_or_the_text(raw):
     if isinstance(value, str) and value == raw:
         return
     assert svc.canonical(value) == svc.canonical(json.loads(raw))
+
+
+# -- revert to the active value -------------------------------------------------------------------------
+def test_reverting_to_the_active_value_records_nothing(cli):
+    for value in ("1.2", "1.5", "1.2"):
+        cli("settings", "set", "voice.speed", value)
+    human = cli("settings", "revert", "voice.speed", "--to", "1")
+    assert human.exit_code == 0 and "unchanged" in human.stderr
+    machine = cli("settings", "revert", "voice.speed", "--to", "1", "--json")
+    assert machine.exit_code == 0
+    assert machine.json() == {"key": "voice.speed", "version": 3, "value": 1.2, "changed": False}
+    assert len(cli("settings", "history", "voice.speed", "--json").json()) == 3
+
+
+def test_reverting_an_unset_key_to_a_deletion_records_nothing(cli):
+    cli("settings", "set", "k", "1")
+    cli("settings", "unset", "k")
+    cli("settings", "set", "k", "2")
+    cli("settings", "unset", "k")
+    assert cli("settings", "revert", "k", "--to", "2", "--json").json()["changed"] is False
+    assert len(cli("settings", "history", "k", "--json").json()) == 4
+
+
+def test_the_revert_tool_says_when_nothing_changed(cli):
+    cli("settings", "set", "voice.speed", "1.2")
+    cli("settings", "set", "voice.speed", "1.2", "--force")
+    result = cli("tools", "call", "settings_revert", "--args", '{"key": "voice.speed"}')
+    assert result.exit_code == 0 and result.json()["changed"] is False and result.json()["version"] == 2
+
+
+def test_a_forced_revert_records_the_active_value_again(db, store):
+    ref = StoreRef(store)
+    svc.set_value(db, ref, "voice.speed", 1.2)
+    done = svc.revert(db, ref, "voice.speed", to_version=1, force=True)
+    assert (done.version, done.changed) == (2, True)

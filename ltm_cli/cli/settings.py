@@ -169,7 +169,12 @@ def revert(
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
     result = s.memory().settings.revert(key, to=to, at=at, note=note, by=by)
-    out.data(result, lambda r: out.success(f"{key} = {_short(r.value)} (version {r.version})"))
+    if out.machine:
+        out.data(result)
+    elif not result.changed:
+        out.message(f"{key} unchanged (version {result.version}): it already holds that value; nothing recorded")
+    else:
+        out.success(f"{key} = {_short(result.value)} (version {result.version})")
 
 
 def _format_of(path: str | None, fmt: str | None) -> str:

@@ -266,8 +266,9 @@ def unset(db: Database, store: StoreRef, key: str, *, recursive: bool = False, n
 
 
 def revert(db: Database, store: StoreRef, key: str, *, to_version: int | None = None, at: dt.datetime | None = None,
-           note: str | None = None, author: str | None = None) -> SetResult:
-    """Write a new version equal to an old one (default: the version before the current one)."""
+           note: str | None = None, author: str | None = None, force: bool = False) -> SetResult:
+    """Write a new version equal to an old one (default: the version before the current one). As with
+    set_value, when that is the active state already nothing is written unless `force` (changed=False)."""
     validate_key(key)
     with db.cursor() as conn:
         sid = _writable_store(conn, store)
@@ -289,6 +290,9 @@ def revert(db: Database, store: StoreRef, key: str, *, to_version: int | None = 
             if len(rows) < 2:
                 raise NotFoundError(f"setting {key!r} has only one version: nothing to revert to")
             target = rows[-2]
+        current = rows[-1]
+        if not force and _same_state(current, target):
+            return SetResult(key, current.version, None if current.deleted else current.value, changed=False)
         note = note or f"revert to version {target.version}"
         if target.deleted:
             version = _insert(conn, sid, key, None, deleted=True, note=note, author=author)
@@ -296,6 +300,13 @@ def revert(db: Database, store: StoreRef, key: str, *, to_version: int | None = 
         _check_shape(key, (k for k in _active(conn, sid) if k != key))
         version = _insert(conn, sid, key, target.value, note=note, author=author)
     return SetResult(key, version, target.value, changed=True)
+
+
+def _same_state(a: Version, b: Version) -> bool:
+    """Both deletions, or both values equal as set_value compares them."""
+    if a.deleted or b.deleted:
+        return a.deleted and b.deleted
+    return canonical(a.value) == canonical(b.value)
 
 
 # -- import / export ----------------------------------------------------------------------------------
