@@ -173,18 +173,20 @@ class Memory:
             check_value(query, "query")
             qvec = query_vector(self.embedder, query)  # one vector for both searches (OpenAI: one request)
         notes: list[Hit] = []
+        found: Hits | list[Hit] = []
         if with_notes:
             # Live notes that match come first: they are dense, and distilled for exactly this.
             found = self._search(query, self.filters("notes", tags=tags, meta=meta, since=since, until=until),
                                  mode=mode, limit=5, qvec=qvec)
             notes = [h for h in found if h.keyword_rank is not None or (h.vector_score or 0.0) >= NOTE_MATCH]
-        hits: list[Hit] = []
+        hits: Hits | list[Hit] = []
         if rest is not None:
             # Notes were searched above: in "all" they would only take places among the 40, to be dropped.
-            hits = list(self._search(query, replace(rest, skip=("notes",)) if with_notes else rest, mode=mode,
-                                     limit=40, context=context, diverse=diverse, include_toc=include_toc,
-                                     qvec=qvec))
-        return recall(query, notes + hits, budget=budget, include_toc=include_toc)
+            hits = self._search(query, replace(rest, skip=("notes",)) if with_notes else rest, mode=mode,
+                                limit=40, context=context, diverse=diverse, include_toc=include_toc, qvec=qvec)
+        result = recall(query, notes + hits, budget=budget, include_toc=include_toc)
+        result.warnings = list(dict.fromkeys([*getattr(found, "warnings", ()), *getattr(hits, "warnings", ())]))
+        return result
 
     def evaluate(self, golden: str | os.PathLike[str] | Golden, *, mode: str = "hybrid", limit: int = 10,
                  baseline: str | os.PathLike[str] | Baseline | None = None, tolerance: float = 0.02) -> Report:

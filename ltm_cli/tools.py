@@ -203,8 +203,11 @@ def _memory_recall(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
                  include_toc=a.get("include_toc", False))
     passages = [{"number": p.number, "kind": p.kind, "citation": p.citation, "source": p.source,
                  "conversation_id": p.conversation_id} for p in r.passages]
-    return ToolResult(to_jsonable({"query": r.query, "tokens": r.tokens, "budget": r.budget, "passages": passages,
-                                   "markdown": r.markdown}), r.markdown)
+    data = {"query": r.query, "tokens": r.tokens, "budget": r.budget, "passages": passages, "markdown": r.markdown}
+    if r.warnings:
+        data["warnings"] = r.warnings
+    text = "\n".join([r.markdown, *(f"warning: {w}" for w in r.warnings)])
+    return ToolResult(to_jsonable(data), text)
 
 
 def _log_turn(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:

@@ -350,3 +350,16 @@ def test_search_recovers_when_its_cached_space_id_names_another_space(store, tmp
         hits = memory.search("zebra hay", mode="hybrid")
         assert hits and "zebra" in hits[0].text.lower()
         assert svc._SPACES[key] != other_space
+
+
+def test_a_store_that_does_not_exist_is_named_in_a_warning_not_passed_off_as_no_results(cli, tmp_path):
+    (tmp_path / "a.md").write_text("# Redirects\n\nUse 2> to redirect standard error.\n")
+    assert cli("ingest", str(tmp_path)).exit_code == 0
+    for command in (("search", "redirect", "--json"), ("recall", "redirect", "--json")):
+        found = cli(*command)
+        assert found.exit_code == 0 and "does not exist" not in found.stderr
+        typo = cli("--store", "no-such-store-xyz", *command)
+        assert typo.exit_code == 0
+        assert "warning: store 'no-such-store-xyz' does not exist" in typo.stderr
+        assert typo.json() == [] or typo.json()["passages"] == []  # stdout stays the JSON result
+        assert typo.json() == [] or typo.json()["warnings"]

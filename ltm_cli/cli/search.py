@@ -138,4 +138,6 @@ def recall(
                                meta=parse_meta(meta), since=since, until=until, role=role, outcome=outcome,
                                conversation=conversation, context=context, diverse=diverse,
                                include_toc=include_toc)
+    for warning in result.warnings:
+        out.warning(warning)
     out.data(result, lambda r: out.raw(r.markdown))

@@ -38,6 +38,8 @@ class Recall:
     tokens: int
     passages: list[Passage]
     markdown: str
+    warnings: list[str] = field(default_factory=list)  # the searches' (a store that does not exist, rows
+    # without a vector for this embedder): the block may be missing what the user expects
 
 
 def merge_overlapping(first: str, second: str) -> str:

@@ -428,8 +428,9 @@ def _ranked(db: Database, embedder: Embedder | None, store: StoreRef, query: str
     kinds = filters.kinds()
     with db.cursor(autocommit=True) as conn:  # a plain cursor: the command line need not import SQLAlchemy
         sid = store.id(conn, create=False)
-        if sid is None:
-            return [], {}, []
+        if sid is None:  # a typo in --store / LTM_STORE would otherwise look like "no results"
+            return [], {}, [f"store {store.name!r} does not exist (yet): nothing is stored in it "
+                            f"(`ltm store list` shows the stores)"]
         space = _space(conn, db.url, embedder) if qvec is not None else None
         dim = embedder.dim if embedder is not None else 0
         scopes = filter_scopes(conn, kinds, filters, sid)
