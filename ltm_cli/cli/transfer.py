@@ -47,7 +47,9 @@ def import_(
 
     Each conversation, document and note is written whole or not at all. Vectors in the file are reused when
     they were made by the configured embedder, else recomputed. A damaged line is reported with its number and
-    skipped, the rest imported (exit code 1)."""
+    skipped, the rest imported (exit code 1). A file cut short or corrupt (a truncated .gz) keeps the whole
+    records before the damage and says after which line it stopped (exit code 1); unreadable before its first
+    line, nothing is imported (exit code 4)."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
     stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
