@@ -288,6 +288,49 @@ def test_parse_value_never_crashes_and_is_json_or_the_text(raw):
     assert svc.canonical(value) == svc.canonical(json.loads(raw))
 
 
+# -- retention values ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", ["bogus", "0d", "1.5", "true", '"180"', "[\"180d\"]"])
+def test_a_retention_value_that_is_not_a_period_is_refused_when_set(cli, bad):
+    result = cli("settings", "set", "retention.history", bad)
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error:") and "retention.history" in first and "180d" in first
+    assert cli("settings", "get", "retention.history").exit_code == ExitCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("good", ["180d", "12w", "6m", "1y", "30"])
+def test_retention_periods_the_retention_code_reads_are_accepted(cli, good):
+    assert cli("settings", "set", "retention.notes", good).exit_code == 0
+
+
+def test_an_unknown_retention_key_is_refused(cli):
+    result = cli("settings", "set", "retention.histroy", "180d")
+    assert result.exit_code == ExitCode.INVALID_INPUT and "retention.history" in result.stderr
+
+
+def test_importing_a_retention_value_that_is_not_a_period_writes_nothing(cli, tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"voice.speed": 1.2, "retention.notes": "forever"}))
+    result = cli("settings", "import", str(path))
+    assert result.exit_code == ExitCode.INVALID_INPUT and "retention.notes" in result.stderr
+    assert cli("settings", "list", "--json").json() == []
+
+
+def test_the_settings_tool_refuses_a_retention_value_that_is_not_a_period(cli):
+    result = cli("tools", "call", "settings_set", "--args", '{"key": "retention.history", "value": "bogus"}')
+    assert result.exit_code == ExitCode.INVALID_INPUT and "retention.history" in result.stderr
+
+
+def test_reverting_to_a_retention_value_stored_before_validation_is_refused(cli, db, store):
+    with db.cursor() as cur:
+        svc._insert(cur, StoreRef(store).id(cur, create=True), "retention.history", "forever")
+    cli("settings", "set", "retention.history", "90d")
+    result = cli("settings", "revert", "retention.history", "--to", "1")
+    assert result.exit_code == ExitCode.INVALID_INPUT and "retention.history" in result.stderr
+    assert cli("settings", "get", "retention.history").stdout == "90d"
+    assert cli("settings", "unset", "retention.history").exit_code == 0  # no policy is a valid policy
+
+
 # -- revert to the active value -------------------------------------------------------------------------
 def test_reverting_to_the_active_value_records_nothing(cli):
     for value in ("1.2", "1.5", "1.2"):

@@ -124,6 +124,21 @@ def _numbers_by_value(value: Any) -> Any:
     return value
 
 
+def check_rules(key: str, value: Any) -> None:
+    """Values other code reads and cannot use are refused when written, not when read: the retention periods
+    (`ltm db gc` would otherwise skip the store with a warning), parsed by retention's own parser."""
+    if key != "retention" and not key.startswith("retention."):
+        return
+    from ltm_cli.services.retention import DURATION_HINT, RETENTION_KEYS, parse_duration
+
+    if key not in RETENTION_KEYS.values():
+        raise InvalidInputError(f"{key!r} is not a retention setting: use {' or '.join(RETENTION_KEYS.values())}")
+    try:
+        parse_duration(value, key)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{exc.message} ({DURATION_HINT})") from None
+
+
 def _ancestors(key: str) -> list[str]:
     parts = key.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts))]
@@ -238,6 +253,7 @@ def set_value(db: Database, store: StoreRef, key: str, value: Any, *, note: str 
               author: str | None = None, force: bool = False) -> SetResult:
     validate_key(key)
     check_value(value)
+    check_rules(key, value)
     with db.cursor() as conn:
         sid = _writable_store(conn, store)
         active = _active(conn, sid)
@@ -297,6 +313,11 @@ def revert(db: Database, store: StoreRef, key: str, *, to_version: int | None = 
         if target.deleted:
             version = _insert(conn, sid, key, None, deleted=True, note=note, author=author)
             return SetResult(key, version, None, changed=True)
+        try:
+            check_rules(key, target.value)
+        except InvalidInputError as exc:  # a version written before the rule existed
+            raise InvalidInputError(f"cannot revert {key!r} to version {target.version}: {exc.message}",
+                                    hint=f"set {key!r} to a valid value instead") from None
         _check_shape(key, (k for k in _active(conn, sid) if k != key))
         version = _insert(conn, sid, key, target.value, note=note, author=author)
     return SetResult(key, version, target.value, changed=True)
@@ -346,6 +367,7 @@ def import_values(db: Database, store: StoreRef, values: Mapping[str, Any], *, d
         try:
             validate_key(key)
             check_value(value, f"value of {key!r}")
+            check_rules(key, value)
         except InvalidInputError as exc:
             problems.append(exc.message)
     if problems:
