@@ -12,19 +12,28 @@ from typing import IO, Any
 
 from ltm_cli.errors import InvalidInputError
 
+_AGO = re.compile(r"^\s*(\d{1,9})\s*([hdwmy])\s*$", re.IGNORECASE)
+_AGO_HOURS = {"h": 1, "d": 24, "w": 24 * 7, "m": 24 * 30, "y": 24 * 365}  # periods, as retention counts them
+TIME_HINT = "use ISO 8601 (2026-11-25T14:30) or a period back from now (2h, 7d, 12w, 6m, 1y)"
+
 
 def parse_time(value: str | dt.datetime | None) -> dt.datetime | None:
-    """ISO 8601 date or date-time (or a datetime); without a zone it is local time."""
+    """ISO 8601 date or date-time (or a datetime), without a zone in local time; or a period back from now:
+    2h, 7d, 12w, 6m (30 days each), 1y (365 days), as `forget --before` and retention settings read them."""
     if value is None or value == "":
         return None
     if isinstance(value, dt.datetime):
         parsed = value
+    elif ago := _AGO.match(str(value)):
+        try:
+            return dt.datetime.now(dt.UTC) - dt.timedelta(hours=int(ago.group(1)) * _AGO_HOURS[ago.group(2).lower()])
+        except (ValueError, OverflowError) as exc:
+            raise InvalidInputError(f"time {value!r} is out of range", hint=TIME_HINT) from exc
     else:
         try:
             parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError as exc:
-            raise InvalidInputError(f"invalid time {value!r}",
-                                    hint="use ISO 8601, e.g. 2026-11-25T14:30") from exc
+            raise InvalidInputError(f"invalid time {value!r}", hint=TIME_HINT) from exc
     try:
         return parsed if parsed.tzinfo else parsed.astimezone()
     except (ValueError, OverflowError) as exc:  # 0001-01-01 in a zone east of UTC leaves year 1

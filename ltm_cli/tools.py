@@ -77,7 +77,7 @@ def _int(description: str, default: int, low: int, high: int) -> dict[str, Any]:
 
 KEY = _str("Dotted setting key, e.g. voice.speed or prompts.system.", minLength=1, maxLength=256)
 NOTE = _str("Why: the user's request or your reason, kept in the history.")
-TIME = "ISO 8601 date or date-time, e.g. 2026-11-25 or 2026-11-25T14:30Z."
+TIME = "ISO 8601 date or date-time (2026-11-25, 2026-11-25T14:30Z), or a period back from now (2h, 7d, 6m, 1y)."
 OUTCOME = _str("How the action turned out.", enum=list(OUTCOMES))
 FILTERS = {
     "source": _str("Only documents whose source path matches this glob, e.g. *stripe*."),

@@ -237,3 +237,15 @@ def test_usage_errors_are_one_line_with_a_hint_and_a_negative_value_is_told_to_f
         assert not any(ch in result.stderr for ch in "╭│╰"), "no boxed usage text"
     assert cli("settings", "set", "audio.gain", "--", "-3").exit_code == 0
     assert cli("settings", "get", "audio.gain", "--json").json() == -3
+
+
+def test_every_time_flag_takes_a_period_back_from_now_as_forget_does(cli):
+    assert cli("history", "add", "the build broke", "-c", "c1").exit_code == 0
+    for args in (("search", "build", "--kind", "history", "--since", "2h"), ("history", "list", "--since", "7d"),
+                 ("history", "prune", "--before", "180d", "--dry-run"), ("forget", "--before", "1y", "--dry-run")):
+        result = cli(*args)
+        assert result.exit_code == 0, (args, result.stderr)
+    assert "the build broke" in cli("history", "list", "--since", "1h").stdout
+    assert "the build broke" not in cli("history", "list", "--until", "1h").stdout  # said less than an hour ago
+    bad = cli("search", "x", "--since", "7x")
+    assert bad.exit_code == 4 and "invalid time '7x'" in bad.stderr and "7d" in bad.stderr

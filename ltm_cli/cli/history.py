@@ -186,7 +186,7 @@ def list_(
 @app.command("conversations")
 def conversations(
     ctx: typer.Context,
-    since: str = typer.Option(None, "--since", help="Active at or after this time (ISO 8601)."),
+    since: str = typer.Option(None, "--since", help="Active at or after this time: ISO 8601 or a period back (7d)."),
     limit: int = typer.Option(50, "--limit", "-n", help="The most recent N (0: all)."),
     store: str = STORE_OPTION,
     json_out: bool = JSON_OPTION,
@@ -255,7 +255,8 @@ def rm(
 @app.command("prune")
 def prune(
     ctx: typer.Context,
-    before: str = typer.Option(..., "--before", help="Delete conversations last active before this (ISO 8601)."),
+    before: str = typer.Option(..., "--before",
+                               help="Delete conversations last active before this: a date or a period back (180d)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would go; delete nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     store: str = STORE_OPTION,
@@ -348,7 +349,8 @@ def embed(
 def distill(
     ctx: typer.Context,
     conversation: str = typer.Option(None, "--conversation", "-c", help="Only this conversation."),
-    since: str = typer.Option(None, "--since", help="Only turns said at or after this time (ISO 8601)."),
+    since: str = typer.Option(None, "--since",
+                              help="Only turns said at or after this time: ISO 8601 or a period back (7d)."),
     limit: int = typer.Option(None, "--limit", "-n", help="At most this many turns."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the proposals; write nothing."),
     store: str = STORE_OPTION,
