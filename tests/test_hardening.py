@@ -249,3 +249,10 @@ def test_every_time_flag_takes_a_period_back_from_now_as_forget_does(cli):
     assert "the build broke" not in cli("history", "list", "--until", "1h").stdout  # said less than an hour ago
     bad = cli("search", "x", "--since", "7x")
     assert bad.exit_code == 4 and "invalid time '7x'" in bad.stderr and "7d" in bad.stderr
+
+
+def test_help_paragraphs_are_reflowed_to_the_terminal_not_broken_where_the_source_wraps(cli):
+    wide = cli("import", "--help", env={"COLUMNS": "200"}).stdout
+    assert "Vectors in the file are reused when they were made by the configured embedder" in wide
+    assert "Delete everything from one origin in one transaction: documents and their chunks" in \
+        cli("--help", env={"COLUMNS": "200"}).stdout

@@ -47,7 +47,19 @@ def load_command(name: str, new_app: Callable[[], typer.Typer]) -> Any:
         holder.command(name)(target)
     command = typer.main.get_command(holder).commands[name]  # type: ignore[attr-defined]
     plain_coercion(command)
+    reflow_help(command)
     return command
+
+
+def reflow_help(command: Any) -> None:
+    """Join the lines of each paragraph of `command`'s help (and its subcommands'): typer's rich mode keeps a
+    docstring's line breaks, so a help wrapped at 115 columns in the source came out ragged in any narrower
+    terminal ("reused when" / "they were made…"). Paragraphs stay apart; the terminal's width wraps them."""
+    if getattr(command, "help", None):
+        command.help = "\n\n".join(" ".join(line.strip() for line in paragraph.splitlines())
+                                    for paragraph in command.help.split("\n\n"))
+    for sub in getattr(command, "commands", {}).values():
+        reflow_help(sub)
 
 
 def _nothing() -> None:
