@@ -288,6 +288,96 @@ def test_parse_value_never_crashes_and_is_json_or_the_text(raw):
     assert svc.canonical(value) == svc.canonical(json.loads(raw))
 
 
+# -- settings files: one rule for JSON and TOML ---------------------------------------------------------
+def test_toml_export_of_an_object_value_imports_back_as_one_value(cli, tmp_path, store):
+    cli("settings", "set", "obj.v", '{"x": 1, "y": [1,2]}')
+    path = tmp_path / "rt.toml"
+    assert cli("settings", "export", str(path)).exit_code == 0
+    other = cli("settings", "import", str(path), "--store", f"{store}-2", "--json")
+    assert other.exit_code == 0 and other.json()["added"] == ["obj.v"]
+    assert cli("settings", "get", "obj.v", "--store", f"{store}-2", "--json").json() == {"x": 1, "y": [1, 2]}
+    again = cli("settings", "import", str(path), "--json")
+    assert again.exit_code == 0 and again.json()["unchanged"] == ["obj.v"]
+
+
+ROUND_TRIP = {
+    "voice.speed": 1.2,  # a key without an object value beside ones with
+    "voice.name": "Ava",
+    "obj.v": {"x": 1, "y": [1, 2], "deep": {"z": {"w": "deeper"}}},  # nested objects
+    "tools": [{"name": "search", "args": {"k": 3}}, {"name": "calc"}],  # an array of objects
+    "mixed": [1, "two", {"three": 3}],
+    "profile": {"tone": "warm"},  # a one-segment key holding an object
+    "empty": {},
+    "marker": {"$value": 5},  # an object whose only key is the marker itself
+}
+
+
+@pytest.mark.parametrize("fmt", ["json", "toml"])
+def test_export_then_import_round_trips_object_values_and_plain_keys(cli, tmp_path, store, fmt):
+    for key, value in ROUND_TRIP.items():
+        assert cli("settings", "set", key, json.dumps(value)).exit_code == 0
+    assert {v["key"]: v["value"] for v in cli("settings", "list", "--json").json()} == ROUND_TRIP
+    path = tmp_path / f"out.{fmt}"
+    assert cli("settings", "export", str(path)).exit_code == 0
+    other = f"{store}-copy"
+    added = cli("settings", "import", str(path), "--store", other, "--json")
+    assert added.exit_code == 0 and sorted(added.json()["added"]) == sorted(ROUND_TRIP)
+    assert {v["key"]: v["value"] for v in cli("settings", "list", "--store", other, "--json").json()} == ROUND_TRIP
+    own = cli("settings", "import", str(path), "--json")
+    assert own.exit_code == 0 and sorted(own.json()["unchanged"]) == sorted(ROUND_TRIP)
+
+
+def test_json_and_toml_read_nesting_as_groups_and_the_marker_as_one_value(cli, tmp_path, store):
+    (tmp_path / "hand.json").write_text(json.dumps(
+        {"voice": {"speed": 1.2, "pitch.base": 3}, "obj.v": {"$value": {"x": 1}}}))
+    (tmp_path / "hand.toml").write_text(
+        '[voice]\nspeed = 1.2\npitch.base = 3\n\n[obj.v."$value"]\nx = 1\n')
+    for name in ("hand.json", "hand.toml"):
+        target = f"{store}-{name.split('.')[1]}"
+        assert cli("settings", "import", str(tmp_path / name), "--store", target).exit_code == 0
+        listed = {v["key"]: v["value"] for v in cli("settings", "list", "--store", target, "--json").json()}
+        assert listed == {"voice.speed": 1.2, "voice.pitch.base": 3, "obj.v": {"x": 1}}, name
+
+
+def test_a_key_given_twice_in_a_settings_file_is_refused(cli, tmp_path):
+    path = tmp_path / "twice.json"
+    path.write_text(json.dumps({"voice.speed": 1, "voice": {"speed": 2}}))
+    result = cli("settings", "import", str(path))
+    assert result.exit_code == ExitCode.INVALID_INPUT and "voice.speed" in result.stderr
+    assert cli("settings", "list", "--json").json() == []
+
+
+def test_toml_export_names_a_null_inside_an_object_value(cli):
+    cli("settings", "set", "obj", '{"a": [1, null]}')
+    result = cli("settings", "export", "--format", "toml")
+    assert result.exit_code == ExitCode.INVALID_INPUT and "null" in result.stderr and "'obj'" in result.stderr
+
+
+flat_files = st.dictionaries(keys, json_values, max_size=5).filter(
+    lambda flat: not any(a != b and b.startswith(a + ".") for a in flat for b in flat))
+
+
+def _without_null(value) -> bool:
+    if isinstance(value, dict):
+        return all(_without_null(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_without_null(v) for v in value)
+    return value is not None
+
+
+@given(flat=flat_files)
+def test_any_settings_round_trip_through_the_file_forms(flat):
+    import tomllib
+
+    import tomli_w
+
+    as_json = json.loads(json.dumps(svc.to_file(flat)))
+    assert svc.canonical(svc.from_file(as_json)) == svc.canonical(flat)
+    if _without_null(flat):
+        as_toml = tomllib.loads(tomli_w.dumps(svc.nest(svc.to_file(flat))))
+        assert svc.canonical(svc.from_file(as_toml)) == svc.canonical(flat)
+
+
 # -- retention values ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", ["bogus", "0d", "1.5", "true", '"180"', "[\"180d\"]"])
 def test_a_retention_value_that_is_not_a_period_is_refused_when_set(cli, bad):

@@ -188,10 +188,18 @@ def _format_of(path: str | None, fmt: str | None) -> str:
 def _to_toml(flat: dict[str, Any]) -> str:
     import tomli_w
 
-    nulls = [k for k, v in flat.items() if v is None]
+    nulls = [k for k, v in flat.items() if _holds_null(v)]
     if nulls:
         raise InvalidInputError(f"TOML cannot hold null (key {nulls[0]!r})", hint="export as JSON instead")
-    return tomli_w.dumps(svc.nest(flat))
+    return tomli_w.dumps(svc.nest(svc.to_file(flat)))
+
+
+def _holds_null(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_null(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_null(v) for v in value)
+    return value is None
 
 
 @app.command("export")
@@ -202,11 +210,12 @@ def export(
     prefix: str = typer.Option(None, "--prefix", help="Only this key and the keys below it."),
     store: str = STORE_OPTION,
 ) -> None:
-    """Active values as a flat JSON object of dotted keys, or as TOML tables."""
+    """Active values as a flat JSON object of dotted keys, or as TOML tables; an object value is written as
+    {"$value": …} so that import reads it back as one value."""
     s = state(ctx, store=store)
     out = renderer(s)
     flat = s.memory().settings.export(prefix)
-    text = _to_toml(flat) if _format_of(file, fmt) == "toml" else dumps(flat) + "\n"
+    text = _to_toml(flat) if _format_of(file, fmt) == "toml" else dumps(svc.to_file(flat)) + "\n"
     if file in (None, "-"):
         out.raw(text)
     else:
@@ -221,7 +230,8 @@ def export(
 def import_(
     ctx: typer.Context,
     file: str = typer.Argument(
-        ..., help="JSON object of dotted keys, or TOML (tables become dotted keys); - reads stdin."),
+        ..., help="JSON or TOML: nested objects and tables become dotted keys, {\"$value\": …} is one value; "
+                  "- reads stdin."),
     fmt: str = typer.Option(None, "--format", help="json or toml (default: from the file name, else json)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; write nothing."),
     note: str = NOTE_OPTION,
@@ -252,9 +262,10 @@ def _parse_settings_file(text: str, fmt: str, name: str) -> dict[str, Any]:
         import tomllib
 
         try:
-            return svc.flatten(tomllib.loads(text))
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInputError(f"{name}: invalid TOML: {exc}") from exc
+        return svc.from_file(data)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -263,4 +274,4 @@ def _parse_settings_file(text: str, fmt: str, name: str) -> dict[str, Any]:
         data = data["settings"]
     if not isinstance(data, dict):
         raise InvalidInputError(f"{name}: expected a JSON object of dotted keys to values")
-    return data
+    return svc.from_file(data)

@@ -336,18 +336,6 @@ def export(db: Database, store: StoreRef, prefix: str | None = None) -> dict[str
     return {v.key: v.value for v in list_active(db, store, prefix)}
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested tables (TOML) become dotted keys."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, full))
-        else:
-            flat[full] = value
-    return flat
-
-
 def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key in sorted(flat):
@@ -357,6 +345,36 @@ def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[parts[-1]] = flat[key]
     return tree
+
+
+# One rule for settings files, JSON and TOML alike: an object (a TOML table) is a group, its keys dotted onto
+# the key it sits under, so `{"voice": {"speed": 1.2}}`, `{"voice.speed": 1.2}` and `[voice] speed = 1.2` all
+# set voice.speed; an object whose only key is VALUE_MARKER is the value of the key it sits under. Exports
+# mark every object value, so they import back as they were. The marker cannot be a key segment (see KEY).
+VALUE_MARKER = "$value"
+
+
+def to_file(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{dotted.key: value} as written to a settings file: object values marked, the rest as they are."""
+    return {key: {VALUE_MARKER: value} if isinstance(value, dict) else value for key, value in flat.items()}
+
+
+def from_file(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A settings file's object (JSON or parsed TOML) as {dotted.key: value}, by the rule above."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and set(value) == {VALUE_MARKER}:
+            found = {full: value[VALUE_MARKER]}
+        elif isinstance(value, Mapping):
+            found = from_file(value, full)
+        else:
+            found = {full: value}
+        twice = sorted(found.keys() & flat.keys())
+        if twice:
+            raise InvalidInputError(f"setting {twice[0]!r} is given twice in the file")
+        flat.update(found)
+    return flat
 
 
 def import_values(db: Database, store: StoreRef, values: Mapping[str, Any], *, dry_run: bool = False,
