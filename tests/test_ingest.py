@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -297,3 +298,17 @@ def test_db_gc_removes_only_unused_vectors_and_waits_for_writers(cli, tmp_path):
         assert busy.exit_code == ExitCode.CONFLICT and "running" in busy.stderr
     finally:
         db.dispose()
+
+
+def test_an_empty_heading_keeps_its_level_but_adds_no_blank_segment_to_the_heading_path():
+    """typer's docs open with a bare `#`: their headings read " > Installation" and search showed
+    "index —  > Installation"."""
+    from ltm_cli.loaders.base import LoadOptions
+    from ltm_cli.loaders.markdown import load_markdown
+
+    text = b"#\n\nIntro text.\n\n## Installation\n\nRun pip.\n\n### Linux\n\nUse apt.\n\n#\n\n## Usage\n\nRun it.\n"
+    doc = load_markdown(Path("index.md"), text, LoadOptions())
+    headings = [s.heading for s in doc.sections]
+    assert headings == [None, "Installation", "Installation > Linux", "Usage"]
+    assert all(not (s.location.get("heading") or "x").startswith(" ") for s in doc.sections)
+    assert doc.title == "index"

@@ -44,11 +44,14 @@ def load_markdown(path: Path, data: bytes, options: LoadOptions) -> LoadedDocume
     block_line = 1
     covered = 0
 
+    def joined(levels: list[tuple[int, str]]) -> str:
+        """The heading path; an empty heading (`#` alone) keeps its level but adds no blank segment."""
+        return " > ".join(h for _, h in levels if h)
+
     def flush() -> None:
         if blocks:
-            path_text = " > ".join(h for _, h in stack) or title
-            location = {"heading": " > ".join(h for _, h in stack), "line": block_line} if stack else {
-                "line": block_line}
+            path_text = joined(stack) or title
+            location = {"heading": joined(stack), "line": block_line} if joined(stack) else {"line": block_line}
             sections.append(Section(list(blocks), heading=path_text, location=location))
             blocks.clear()
 
@@ -56,9 +59,9 @@ def load_markdown(path: Path, data: bytes, options: LoadOptions) -> LoadedDocume
 
     def keep_bare_heading(next_level: int) -> None:
         """A heading with no text and no subheading under it is content: keep its words searchable."""
-        if bare and next_level <= bare[0]:
-            sections.append(Section([stack[-1][1]], heading=" > ".join(h for _, h in stack[:-1]) or title,
-                                    location={"heading": " > ".join(h for _, h in stack), "line": bare[1]}))
+        if bare and next_level <= bare[0] and stack[-1][1]:
+            sections.append(Section([stack[-1][1]], heading=joined(stack[:-1]) or title,
+                                    location={"heading": joined(stack), "line": bare[1]}))
         bare.clear()
 
     index = 0
@@ -70,7 +73,7 @@ def load_markdown(path: Path, data: bytes, options: LoadOptions) -> LoadedDocume
             keep_bare_heading(level)
             bare[:] = [level, token.map[0] + offset + 1]
             heading = _clean_heading(tokens[index + 1].content)
-            if title is None and level == 1:
+            if title is None and level == 1 and heading:
                 title = heading
             stack = [h for h in stack if h[0] < level] + [(level, heading)]
             covered = token.map[1]
