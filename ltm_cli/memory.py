@@ -375,13 +375,16 @@ class Settings(_Part):
         return svc.history(self._db, self._store, key)
 
     def revert(self, key: str, *, to: int | None = None, at: Time = None, note: str | None = None,
-               by: str | None = None) -> SetResult:
+               by: str | None = None, force: bool = False) -> SetResult:
+        """Write a new version equal to an old one (default: undo the last change); nothing when the key holds
+        that already (`changed` False), unless `force`."""
         from ltm_cli.errors import InvalidInputError
         from ltm_cli.services import settings as svc
 
         if to is not None and at is not None:
             raise InvalidInputError("give --to or --at, not both")
-        return svc.revert(self._db, self._store, key, to_version=to, at=parse_time(at), note=note, author=by)
+        return svc.revert(self._db, self._store, key, to_version=to, at=parse_time(at), note=note, author=by,
+                          force=force)
 
     def export(self, prefix: str | None = None) -> dict[str, Any]:
         from ltm_cli.services import settings as svc

@@ -189,7 +189,8 @@ def _settings_history(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
 
 
 def _settings_revert(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
-    r = m.settings.revert(a["key"], to=a.get("to_version"), at=a.get("at"), note=a.get("note"), by=c.name)
+    r = m.settings.revert(a["key"], to=a.get("to_version"), at=a.get("at"), note=a.get("note"), by=c.name,
+                          force=a.get("force", False))
     return _json_result({"key": r.key, "value": r.value, "version": r.version, "changed": r.changed})
 
 
@@ -321,10 +322,13 @@ TOOLS: tuple[Tool, ...] = (
          _obj({"key": _str("A key or group; all settings when omitted.")}),
          _settings_history, read_only=True, title="Settings history"),
     Tool("settings_revert", "Undo a change to a setting: bring back the previous value (default), a given version, "
-         "or the value active at a time. The revert is itself recorded as a new version.",
+         "or the value active at a time. The revert is itself recorded as a new version; when the setting holds "
+         "that value already, nothing is recorded (changed: false).",
          _obj({"key": KEY, "to_version": {"type": "integer", "minimum": 1, "description": "The version to bring "
                                                                                              "back."},
-               "at": _str(f"Bring back the value active at this time, {TIME}"), "note": NOTE}, ("key",)),
+               "at": _str(f"Bring back the value active at this time, {TIME}"), "note": NOTE,
+               "force": {"type": "boolean", "default": False,
+                         "description": "Record a new version even if the value is unchanged."}}, ("key",)),
          _settings_revert, read_only=False, title="Revert a setting"),
     Tool("memory_search", "Search stored reference documents (manuals, product docs, API specifications) and/or "
          "past conversations. Returns passages with citations (file, page, heading or METHOD /path). Use it "

@@ -176,9 +176,11 @@ def test_gc_applies_each_stores_retention_and_collects_what_it_frees(cli, store)
     assert [c["id"] for c in cli("history", "conversations", "--store", other, "--json").json()] == ["old"]
 
 
-def test_gc_leaves_a_store_whose_retention_is_not_a_period_whole_and_says_so(cli):
+def test_gc_leaves_a_store_whose_retention_is_not_a_period_whole_and_says_so(cli, store):
     cli("history", "add", "-c", "old", "a very old turn", "--at", "2020-01-01T00:00:00Z")
-    cli("settings", "set", "retention.history", "forever")
+    # `settings set` refuses such a value now; one stored before it did must still leave the store whole
+    _sql(store, "INSERT INTO settings (store_id, key, version, value) "
+                "SELECT id, 'retention.history', 1, '\"forever\"' FROM stores WHERE name = :n", n=store)
     done = cli("db", "gc")
     assert done.exit_code == 0 and "retention not applied: retention.history: 'forever'" in done.stderr
     assert len(cli("history", "conversations", "--json").json()) == 1

@@ -327,21 +327,24 @@ def test_export_then_import_round_trips_object_values_and_plain_keys(cli, tmp_pa
     assert own.exit_code == 0 and sorted(own.json()["unchanged"]) == sorted(ROUND_TRIP)
 
 
-def test_json_and_toml_read_nesting_as_groups_and_the_marker_as_one_value(cli, tmp_path, store):
+def test_json_keys_are_settings_keys_and_toml_tables_are_groups_both_reading_the_marker_as_one_value(
+        cli, tmp_path, store):
+    """JSON stays flat, as every earlier export was: an object under a key is its value (an old export's
+    embedding.space imports as it was). TOML tables are groups; a `$value` table is one value."""
     (tmp_path / "hand.json").write_text(json.dumps(
-        {"voice": {"speed": 1.2, "pitch.base": 3}, "obj.v": {"$value": {"x": 1}}}))
+        {"voice.speed": 1.2, "voice.pitch.base": 3, "obj.v": {"x": 1}, "obj.w": {"$value": {"y": 2}}}))
     (tmp_path / "hand.toml").write_text(
-        '[voice]\nspeed = 1.2\npitch.base = 3\n\n[obj.v."$value"]\nx = 1\n')
+        '[voice]\nspeed = 1.2\npitch.base = 3\n\n[obj.v."$value"]\nx = 1\n\n[obj.w."$value"]\ny = 2\n')
     for name in ("hand.json", "hand.toml"):
         target = f"{store}-{name.split('.')[1]}"
         assert cli("settings", "import", str(tmp_path / name), "--store", target).exit_code == 0
         listed = {v["key"]: v["value"] for v in cli("settings", "list", "--store", target, "--json").json()}
-        assert listed == {"voice.speed": 1.2, "voice.pitch.base": 3, "obj.v": {"x": 1}}, name
+        assert listed == {"voice.speed": 1.2, "voice.pitch.base": 3, "obj.v": {"x": 1}, "obj.w": {"y": 2}}, name
 
 
 def test_a_key_given_twice_in_a_settings_file_is_refused(cli, tmp_path):
-    path = tmp_path / "twice.json"
-    path.write_text(json.dumps({"voice.speed": 1, "voice": {"speed": 2}}))
+    path = tmp_path / "twice.toml"
+    path.write_text('"voice.speed" = 1\n\n[voice]\nspeed = 2\n')
     result = cli("settings", "import", str(path))
     assert result.exit_code == ExitCode.INVALID_INPUT and "voice.speed" in result.stderr
     assert cli("settings", "list", "--json").json() == []
@@ -454,3 +457,18 @@ def test_a_forced_revert_records_the_active_value_again(db, store):
     svc.set_value(db, ref, "voice.speed", 1.2)
     done = svc.revert(db, ref, "voice.speed", to_version=1, force=True)
     assert (done.version, done.changed) == (2, True)
+
+
+def test_revert_force_through_the_cli_and_the_tool_records_the_active_value_again(cli, store):
+    from ltm_cli import Memory
+    from ltm_cli.tools import Caller, call
+
+    assert cli("settings", "set", "voice.speed", "1.2").exit_code == 0
+    unchanged = cli("settings", "revert", "voice.speed", "--to", "1", "--json")
+    assert unchanged.exit_code == 0 and (unchanged.json()["version"], unchanged.json()["changed"]) == (1, False)
+    forced = cli("settings", "revert", "voice.speed", "--to", "1", "--force", "--json")
+    assert forced.exit_code == 0 and (forced.json()["version"], forced.json()["changed"]) == (2, True)
+    with Memory.open(store) as memory:
+        result = call(memory, "settings_revert", {"key": "voice.speed", "to_version": 1, "force": True},
+                      Caller(name="agent")).data
+    assert (result["version"], result["changed"]) == (3, True)

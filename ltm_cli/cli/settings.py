@@ -123,7 +123,7 @@ def list_(
 @app.command("unset")
 def unset(
     ctx: typer.Context,
-    key: str = typer.Argument(...),
+    key: str = typer.Argument(..., help="Dotted key, e.g. voice.speed."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Unset every key of a group."),
     note: str = NOTE_OPTION,
     by: str = BY_OPTION,
@@ -157,18 +157,20 @@ def history(
 @app.command("revert")
 def revert(
     ctx: typer.Context,
-    key: str = typer.Argument(...),
+    key: str = typer.Argument(..., help="Dotted key, e.g. voice.speed."),
     to: int = typer.Option(None, "--to", help="The version to bring back."),
     at: str = typer.Option(None, "--at", help="Bring back the value active at this time (ISO 8601)."),
+    force: bool = typer.Option(False, "--force", help="Record a new version even if the value is unchanged."),
     note: str = NOTE_OPTION,
     by: str = BY_OPTION,
     store: str = STORE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Write a new version equal to an old one (default: undo the last change)."""
+    """Write a new version equal to an old one (default: undo the last change); nothing when the key holds
+    that value already, unless --force."""
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
-    result = s.memory().settings.revert(key, to=to, at=at, note=note, by=by)
+    result = s.memory().settings.revert(key, to=to, at=at, note=note, by=by, force=force)
     if out.machine:
         out.data(result)
     elif not result.changed:
@@ -210,12 +212,12 @@ def export(
     prefix: str = typer.Option(None, "--prefix", help="Only this key and the keys below it."),
     store: str = STORE_OPTION,
 ) -> None:
-    """Active values as a flat JSON object of dotted keys, or as TOML tables; an object value is written as
-    {"$value": …} so that import reads it back as one value."""
+    """Active values as a flat JSON object of dotted keys, or as TOML tables (where an object value is written
+    as {"$value": …}, so that import reads it back as one value)."""
     s = state(ctx, store=store)
     out = renderer(s)
     flat = s.memory().settings.export(prefix)
-    text = _to_toml(flat) if _format_of(file, fmt) == "toml" else dumps(svc.to_file(flat)) + "\n"
+    text = _to_toml(flat) if _format_of(file, fmt) == "toml" else dumps(svc.to_json_file(flat)) + "\n"
     if file in (None, "-"):
         out.raw(text)
     else:
@@ -274,4 +276,4 @@ def _parse_settings_file(text: str, fmt: str, name: str) -> dict[str, Any]:
         data = data["settings"]
     if not isinstance(data, dict):
         raise InvalidInputError(f"{name}: expected a JSON object of dotted keys to values")
-    return svc.from_file(data)
+    return svc.from_json_file(data)

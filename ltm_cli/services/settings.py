@@ -347,10 +347,11 @@ def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
-# One rule for settings files, JSON and TOML alike: an object (a TOML table) is a group, its keys dotted onto
-# the key it sits under, so `{"voice": {"speed": 1.2}}`, `{"voice.speed": 1.2}` and `[voice] speed = 1.2` all
-# set voice.speed; an object whose only key is VALUE_MARKER is the value of the key it sits under. Exports
-# mark every object value, so they import back as they were. The marker cannot be a key segment (see KEY).
+# Settings files. JSON is flat, as it always was: each top-level key is a dotted settings key and its value is
+# the value, objects included. TOML has tables: a table is a group, its keys dotted onto the key it sits under
+# (`[voice] speed = 1.2` sets voice.speed), and a table whose only key is VALUE_MARKER is the value of the key
+# it sits under: the TOML export marks every object value so, and it imports back as it was. JSON accepts the
+# marker too. The marker cannot be a key segment (see KEY).
 VALUE_MARKER = "$value"
 
 
@@ -359,12 +360,26 @@ def to_file(flat: Mapping[str, Any]) -> dict[str, Any]:
     return {key: {VALUE_MARKER: value} if isinstance(value, dict) else value for key, value in flat.items()}
 
 
+def _marked(value: Any) -> bool:
+    return isinstance(value, Mapping) and set(value) == {VALUE_MARKER}
+
+
+def to_json_file(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{dotted.key: value} as a JSON settings file: as it is, but for a value that looks like the marker."""
+    return {key: {VALUE_MARKER: value} if _marked(value) else value for key, value in flat.items()}
+
+
+def from_json_file(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON settings file's object as {dotted.key: value}: its keys as they are, a marked value unwrapped."""
+    return {str(key): value[VALUE_MARKER] if _marked(value) else value for key, value in data.items()}
+
+
 def from_file(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A settings file's object (JSON or parsed TOML) as {dotted.key: value}, by the rule above."""
+    """A parsed TOML settings file as {dotted.key: value}, by the rule above."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         full = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and set(value) == {VALUE_MARKER}:
+        if _marked(value):
             found = {full: value[VALUE_MARKER]}
         elif isinstance(value, Mapping):
             found = from_file(value, full)
