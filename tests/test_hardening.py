@@ -107,11 +107,13 @@ def test_reingesting_an_unchanged_tree_keeps_the_vector_index(cli, tmp_path):
         (tmp_path / f"f{i}.md").write_text(f"# File {i}\n\n" + f"topic{i} words " * 30)
     assert cli("ingest", str(tmp_path)).exit_code == 0
 
-    def index_oid():
+    def index_oid():  # the index of this store's space (other tests may have made other hash spaces)
         with Memory.open() as memory, memory.db.connect() as conn:
-            return conn.execute(text("SELECT c.oid FROM pg_class c WHERE c.relname LIKE 'embeddings_hnsw_space_%' "
-                                     "AND c.relname = (SELECT 'embeddings_hnsw_space_' || id FROM embedding_spaces "
-                                     "WHERE provider = 'hash')")).scalar()
+            e = memory.embedder
+            return conn.execute(text("SELECT c.oid FROM pg_class c WHERE c.relname = (SELECT "
+                                     "'embeddings_hnsw_space_' || id FROM embedding_spaces WHERE provider = :p "
+                                     "AND model = :m AND dim = :d)"),
+                                {"p": e.provider, "m": e.model, "d": e.dim}).scalar()
 
     before = index_oid()
     assert before is not None
