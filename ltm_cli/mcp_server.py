@@ -226,14 +226,19 @@ class BearerToken:
         await self.app(scope, receive, send)
 
 
+def require_token(host: str, token: str | None) -> None:
+    """Binding anything but loopback requires a token: the memory holds private conversations."""
+    if host not in LOOPBACK and not token:
+        raise InvalidInputError(f"refusing to serve on {host} without a token",
+                                hint="set LTM_MCP_TOKEN to a long random secret; clients send it as a bearer token")
+
+
 def http_app(app: LtmMcp, host: str, port: int) -> Any:
     """The streamable-HTTP ASGI app: Host and Origin checked (DNS rebinding), the bearer token when set.
     Binding anything but loopback requires a token: the memory holds private conversations."""
     from mcp.server.transport_security import TransportSecuritySettings
 
-    if host not in LOOPBACK and not app.options.token:
-        raise InvalidInputError(f"refusing to serve on {host} without a token",
-                                hint="set LTM_MCP_TOKEN to a long random secret; clients send it as a bearer token")
+    require_token(host, app.options.token)
     hosts = [f"{h}:*" for h in ("127.0.0.1", "localhost", "[::1]")]
     origins = [f"http://{h}:*" for h in ("127.0.0.1", "localhost", "[::1]")]
     if host not in LOOPBACK:

@@ -229,5 +229,6 @@ def test_http_on_a_public_address_requires_a_token(store):
     done = subprocess.run([sys.executable, "-m", "ltm_cli", "mcp", "--http", f"0.0.0.0:{_free_port()}"],
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 4 and "without a token" in done.stderr
+    assert "on http://" not in done.stderr  # refused before the banner claims it serves there
     bad = run_ltm("mcp", "--http", "localhost:99999")
     assert bad.returncode == 4 and "[HOST:]PORT" in bad.stderr

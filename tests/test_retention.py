@@ -194,3 +194,11 @@ def test_status_shows_each_stores_retention(cli, store):
     assert stores[store]["retention"] == {"history": "180d", "notes": "12w"}
     human = cli("db", "status")
     assert "history 180d, notes 12w" in human.stdout
+
+
+def test_sync_names_a_directory_that_does_not_exist_and_removes_nothing(cli, tmp_path):
+    (tmp_path / "a.md").write_text("# A\n\nkept text\n")
+    assert cli("ingest", str(tmp_path)).exit_code == 0
+    result = cli("ingest", str(tmp_path / "gone"), "--sync")
+    assert result.exit_code == 4 and f"no such directory: {tmp_path / 'gone'}" in result.stderr
+    assert len(cli("docs", "list", "--json").json()) == 1

@@ -111,7 +111,7 @@ def ingest(
         (out.warning if summary.failed else out.success)(
             f"{verb}: {summary.count('added')} added, {summary.count('updated')} updated, "
             f"{summary.count('unchanged')} unchanged, {summary.count('skipped')} skipped, "
-            f"{len(summary.failed)} failed{gone}; {summary.chunks} chunks, {summary.embedded} embedded "
-            f"({summary.cached} cached) in {summary.seconds:.1f}s")
+            f"{len(summary.failed)} failed{gone}; {summary.chunks} chunks, {summary.embedded} "
+            f"{'to embed' if dry_run else 'embedded'} ({summary.cached} cached) in {summary.seconds:.1f}s")
     if summary.failed:
         raise typer.Exit(ExitCode.FAILURE)

@@ -36,7 +36,15 @@ def mcp(
     `Authorization: Bearer $LTM_MCP_TOKEN` when LTM_MCP_TOKEN is set."""
     import os
 
-    from ltm_cli.mcp_server import LtmMcp, ServerOptions, allowed_roots, parse_bind, serve_http, serve_stdio
+    from ltm_cli.mcp_server import (
+        LtmMcp,
+        ServerOptions,
+        allowed_roots,
+        parse_bind,
+        require_token,
+        serve_http,
+        serve_stdio,
+    )
 
     s = state(ctx, store=store)
     out = renderer(s)
@@ -44,6 +52,8 @@ def mcp(
     token = os.environ.get("LTM_MCP_TOKEN") or None
     if token is not None and len(token) < 16:
         raise InvalidInputError("LTM_MCP_TOKEN is too short", hint="use at least 16 random characters")
+    if bind:
+        require_token(bind[0], token)  # before the banner says where it serves
     options = ServerOptions(read_only=read_only, allowed_paths=allowed_roots([str(p) for p in allow_path or []]),
                             token=token, allowed_origins=tuple(allow_origin or ()))
     memory = s.memory()

@@ -181,6 +181,10 @@ def _sync_dirs(paths: Sequence[str]) -> list[Path]:
     disk or a typo must not empty the store."""
     dirs = [Path(p).expanduser().resolve() for p in paths if p != "-" and Path(p).expanduser().is_dir()]
     if not dirs:
+        missing = [p for p in paths if p != "-" and not Path(p).expanduser().exists()]
+        if missing:
+            raise InvalidInputError(f"--sync: no such directory: {missing[0]}",
+                                    hint="check the path (an unmounted disk?); nothing was removed")
         raise InvalidInputError("--sync needs a directory", hint="name the directory whose files you ingested")
     return dirs
 
