@@ -312,3 +312,13 @@ def test_an_empty_heading_keeps_its_level_but_adds_no_blank_segment_to_the_headi
     assert headings == [None, "Installation", "Installation > Linux", "Usage"]
     assert all(not (s.location.get("heading") or "x").startswith(" ") for s in doc.sections)
     assert doc.title == "index"
+
+
+def test_docs_show_of_a_glob_matching_several_documents_asks_for_one_with_exit_4(cli, tmp_path):
+    for name in ("a.md", "b.md"):
+        (tmp_path / name).write_text(f"# {name}\n\nsome text\n")
+    assert cli("ingest", str(tmp_path)).exit_code == 0
+    several = cli("docs", "show", str(tmp_path / "*.md"))
+    assert several.exit_code == 4 and "matches 2 documents; name one" in several.stderr
+    assert cli("docs", "show", str(tmp_path / "nothing*.md")).exit_code == 3
+    assert cli("docs", "show", str(tmp_path / "a.md")).exit_code == 0

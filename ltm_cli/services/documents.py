@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ltm_cli.errors import NotFoundError
+from ltm_cli.errors import InvalidInputError, NotFoundError
 from ltm_cli.services.filters import like
 from ltm_cli.storage.stores import StoreRef
 
@@ -97,9 +97,11 @@ def show(db: Database, store: StoreRef, ref: str) -> DocumentDetail:
     with db.connect() as conn:
         sid = store.id(conn, create=False)
         ids = _resolve(conn, sid, ref) if sid is not None else []
-        if len(ids) != 1:
-            raise NotFoundError(f"no document {ref!r} in store {store.name!r}" if not ids else
-                                f"{ref!r} matches {len(ids)} documents; name one")
+        if not ids:
+            raise NotFoundError(f"no document {ref!r} in store {store.name!r}")
+        if len(ids) > 1:  # found, but which one: the reference is what is wrong (exit 4), not the store
+            raise InvalidInputError(f"{ref!r} matches {len(ids)} documents; name one",
+                                    hint="`ltm docs list` shows their ids and sources")
         row = conn.execute(text(_SELECT + " AND d.id = :i"), {"s": sid, "i": ids[0]}).mappings().one()
         chunks = [ChunkInfo(**r) for r in conn.execute(text(
             "SELECT ordinal, heading, location, token_count, text FROM chunks WHERE document_id = :i ORDER BY ordinal"),
