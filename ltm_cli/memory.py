@@ -68,7 +68,7 @@ class Memory:
         self.store = StoreRef(config.store)
         self._embedder = embedder
         self._explicit = embedder is not None  # an instance the caller gave wins over the store's space
-        self.embedder_source = "given by the caller" if embedder is not None else None
+        self.embedder_source = "embedder the caller gave" if embedder is not None else None
         self.settings = Settings(self)
         self.docs = Docs(self)
         self.history = History(self)

@@ -472,3 +472,11 @@ def test_revert_force_through_the_cli_and_the_tool_records_the_active_value_agai
         result = call(memory, "settings_revert", {"key": "voice.speed", "to_version": 1, "force": True},
                       Caller(name="agent")).data
     assert (result["version"], result["changed"]) == (3, True)
+
+
+def test_a_value_that_looks_like_json_but_does_not_parse_is_stored_as_a_string_with_a_warning(cli):
+    typo = cli("settings", "set", "a.b", '{"x":')
+    assert typo.exit_code == 0 and "looks like JSON but does not parse" in typo.stderr
+    assert cli("settings", "get", "a.b", "--json").json() == '{"x":'
+    for args in (("a.c", '{"x": 1}'), ("a.d", "plain"), ("a.e", '{"x":', "--string")):
+        assert "looks like JSON" not in cli("settings", "set", *args).stderr

@@ -80,7 +80,7 @@ def migrate(
 @app.command("switch")
 def switch(
     ctx: typer.Context,
-    to: str = typer.Argument(None, metavar="[PROVIDER[:MODEL]]",
+    to: str = typer.Argument(None, metavar="PROVIDER[:MODEL]",
                              help="local, hash, openai or openai:MODEL (default: the configured embedder)."),
     dimensions: int = typer.Option(None, "--dimensions", help="Vector size of the space (openai, hash)."),
     back: bool = typer.Option(False, "--back", help="Return to the space active before the last switch."),

@@ -59,6 +59,9 @@ def set_(
     source = str(file) if file is not None else ("-" if value == "-" else None)
     raw = read_text(source, s.config().max_input_size) if source is not None else value
     parsed = svc.parse_value(raw, force_string=string)
+    if not string and isinstance(parsed, str) and parsed.lstrip()[:1] in ("{", "[", '"'):
+        out.warning("the value looks like JSON but does not parse: it is stored as a string "
+                    "(--string says you mean a string)")
     result = s.memory().settings.set(key, parsed, note=note, by=by, force=force)
     if out.machine:
         out.data(result)

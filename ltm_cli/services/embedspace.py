@@ -287,7 +287,7 @@ def store_embedder(db: Database, config: Config, store: StoreRef) -> tuple[Embed
 
     current = next((v for v in settings.list_active(db, store, SPACE_KEY) if v.key == SPACE_KEY), None)
     if current is None or not isinstance(current.value, dict):
-        return get_embedder(config), "configured (LTM_EMBEDDER / config file)"
+        return get_embedder(config), "configuration (LTM_EMBEDDER / config file)"
     by = f" by {current.author}" if current.author else ""
     why = f"store setting {SPACE_KEY} (version {current.version}{by}, {current.created_at:%Y-%m-%d %H:%M})"
     if config.embedder and config.embedder != current.value.get("provider"):
