@@ -98,6 +98,11 @@ class Memory:
     def store_name(self) -> str:
         return self.store.name
 
+    def store_exists(self) -> bool:
+        """Whether the store has been written to (stores are made on first write)."""
+        with self.db.cursor(autocommit=True) as conn:
+            return self.store.id(conn, create=False) is not None
+
     @property
     def embedder(self) -> Embedder:
         """Built on first use and kept: the local model loads once per process. The store's active space (its

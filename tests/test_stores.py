@@ -215,3 +215,14 @@ def test_memory_stores_is_the_same_api_for_python(store):
         with pytest.raises(NotFoundError):
             memory.stores.rm(f"{store}-nope")
         assert memory.stores.rm(f"{store}-b").store.name == f"{store}-b"
+
+
+def test_reading_a_store_that_does_not_exist_warns_instead_of_looking_empty(cli):
+    assert cli("settings", "set", "a.b", "1").exit_code == 0  # the fixture's store exists
+    assert "does not exist" not in cli("settings", "list").stderr
+    for args in (("docs", "list"), ("history", "list"), ("history", "conversations"), ("note", "list"),
+                 ("settings", "list"), ("forget", "--tag", "x", "--yes")):
+        result = cli("--store", "no-such-store-typo", *args)
+        assert result.exit_code == 0, (args, result.stderr)
+        assert "store 'no-such-store-typo' does not exist" in result.stderr, args
+    assert "no-such-store-typo" not in cli("store", "list").stdout  # reading made nothing

@@ -66,6 +66,14 @@ def state(ctx: typer.Context, *, json: bool = False, store: str | None = None) -
     return app_state
 
 
+def warn_if_no_store(app_state: AppState, out: Renderer, found: Any) -> None:
+    """An empty result from a store that does not exist says so on stderr (see stores.missing_store_warning)."""
+    if not found and not app_state.memory().store_exists():
+        from ltm_cli.storage.stores import missing_store_warning
+
+        out.warning(missing_store_warning(app_state.memory().store_name))
+
+
 def renderer(app_state: AppState, *, jsonl: bool = False) -> Renderer:
     return Renderer(json_output=app_state.json, jsonl=jsonl, quiet=app_state.quiet)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, renderer, state
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, renderer, state, warn_if_no_store
 from ltm_cli.render import local_time
 from ltm_cli.services import documents as svc
 
@@ -24,6 +24,7 @@ def list_(
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
     docs = s.memory().docs.list(tag=tag, source=source, limit=limit)
+    warn_if_no_store(s, out, docs)
     out.data(docs, lambda rows: out.table(
         [{"id": d.id, "title": (d.title or "")[:50], "type": d.media_type.split("/")[-1], "chunks": d.chunks,
           "tags": ",".join(d.tags), "updated": local_time(d.updated_at), "source": d.source} for d in rows],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, renderer, state
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, renderer, state, warn_if_no_store
 from ltm_cli.render import Renderer, local_time
 from ltm_cli.services.retention import Forgotten
 
@@ -48,6 +48,7 @@ def forget(
     memory = s.memory()
     options = {"source": source, "conversation": conversation, "before": before, "tag": tag}
     found = memory.forget(**options, dry_run=True)
+    warn_if_no_store(s, out, not found.empty)
     if dry_run or found.empty:
         out.data(found, lambda v: (_list(out, v), out.success(
             f"would forget {_counts(v)}" if not v.empty else "nothing matches: nothing to forget")))

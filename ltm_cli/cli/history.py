@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, renderer, state
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, confirm, renderer, state, warn_if_no_store
 from ltm_cli.cli.search import (
     CONVERSATION_OPTION,
     DIVERSE_OPTION,
@@ -179,6 +179,7 @@ def list_(
     out = renderer(s)
     rows = s.memory().history.list(conversation=conversation, since=since, until=until, role=role,
                                    outcome=outcome, limit=_limit(limit))
+    warn_if_no_store(s, out, rows)
     out.data(rows, lambda r: out.table(_message_rows(r), ["id", "time", "conversation", "#", "who", "outcome",
                                                           "text"], empty="no messages"))
 
@@ -195,6 +196,7 @@ def conversations(
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
     rows = s.memory().history.conversations(since=since, limit=_limit(limit))
+    warn_if_no_store(s, out, rows)
     out.data(rows, lambda r: out.table(
         [{"id": c.id, "title": (c.title or "")[:40], "messages": c.messages, "started": local_time(c.created_at),
           "last": local_time(c.updated_at)} for c in r], ["id", "title", "messages", "started", "last"],

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state, warn_if_no_store
 from ltm_cli.render import local_time
 
 app = typer.Typer(help="Notes: facts and lessons to remember — add, supersede, forget, list, show.",
@@ -112,6 +112,7 @@ def list_(
     s = state(ctx, json=json_out, store=store)
     out = renderer(s)
     notes = s.memory().notes.list(about=about, tag=tag, all=all_, at=at, limit=limit)
+    warn_if_no_store(s, out, notes)
     out.data(notes, lambda rows: out.table(
         [{"id": n.id, "about": n.about or "", "note": n.text[:90], "since": local_time(n.created_at),
           "until": local_time(n.valid_until) if n.valid_until else "", "by": n.author or ""} for n in rows],

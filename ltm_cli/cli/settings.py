@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state
+from ltm_cli.cli.common import JSON_OPTION, STORE_OPTION, renderer, state, warn_if_no_store
 from ltm_cli.errors import InvalidInputError
 from ltm_cli.parsing import (
     parse_time,  # noqa: F401 (re-exported for other command groups)
@@ -107,6 +107,7 @@ def list_(
     versions = s.memory().settings.list(prefix)
     if fmt not in ("table", "json", "env", "toml"):
         raise InvalidInputError(f"unknown format {fmt!r}", hint="use table, json, env or toml")
+    warn_if_no_store(s, out, versions)
     if out.machine:
         out.data([{"key": v.key, "value": v.value, "version": v.version, "updated_at": v.created_at,
                    "note": v.note, "by": v.author} for v in versions])

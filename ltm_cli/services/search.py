@@ -37,7 +37,7 @@ from ltm_cli.services.keyword import keyword_sql, read_terms, terms_sql
 from ltm_cli.storage import vectors
 from ltm_cli.storage.engine import fetch, fetch_dicts, named
 from ltm_cli.storage.names import TS_CONFIG
-from ltm_cli.storage.stores import StoreRef
+from ltm_cli.storage.stores import StoreRef, missing_store_warning
 
 if TYPE_CHECKING:
     import numpy as np
@@ -429,8 +429,7 @@ def _ranked(db: Database, embedder: Embedder | None, store: StoreRef, query: str
     with db.cursor(autocommit=True) as conn:  # a plain cursor: the command line need not import SQLAlchemy
         sid = store.id(conn, create=False)
         if sid is None:  # a typo in --store / LTM_STORE would otherwise look like "no results"
-            return [], {}, [f"store {store.name!r} does not exist (yet): nothing is stored in it "
-                            f"(`ltm store list` shows the stores)"]
+            return [], {}, [missing_store_warning(store.name)]
         space = _space(conn, db.url, embedder) if qvec is not None else None
         dim = embedder.dim if embedder is not None else 0
         scopes = filter_scopes(conn, kinds, filters, sid)

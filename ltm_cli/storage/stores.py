@@ -14,6 +14,12 @@ if TYPE_CHECKING:
 STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def missing_store_warning(name: str) -> str:
+    """What a read of a store that does not exist says, beside its empty result: a typo in --store or
+    LTM_STORE would otherwise look exactly like a store with nothing that matches."""
+    return f"store {name!r} does not exist (yet): nothing is stored in it (`ltm store list` shows the stores)"
+
+
 def validate_store_name(name: str) -> str:
     if not STORE_NAME.match(name):
         raise InvalidInputError(
