@@ -312,3 +312,14 @@ def test_a_document_cut_off_by_the_truncation_is_not_imported(cli, store, tmp_pa
     listed = cli("docs", "list", "--json", "--store", f"{store}-cut").json()
     assert sorted(d["source"] for d in listed) == sorted(r["source"] for r in whole)
     assert records[last]["source"] not in {d["source"] for d in listed}
+
+
+def test_an_import_without_vectors_into_the_same_server_counts_the_vectors_already_stored(cli, store, tmp_path):
+    _fill(cli, tmp_path)
+    path = tmp_path / "store.jsonl"
+    assert cli("export", "-o", str(path)).exit_code == 0  # no --vectors: the import must find or compute them
+    result = cli("import", str(path), "--store", f"{store}-copy", "--json")
+    summary = result.json()
+    assert result.exit_code == 0 and summary["vectors_computed"] == 0 and summary["vectors_stored"] > 0
+    human = cli("import", str(path), "--store", f"{store}-copy2")
+    assert f"0 computed, {summary['vectors_stored']} already stored" in human.stderr

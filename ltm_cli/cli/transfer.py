@@ -71,7 +71,9 @@ def import_(
             line += f"; {len(summary.conflicts)} conflicting, {len(summary.problems)} bad"
         (out.warning if summary.failed else out.success)(line)
         if not dry_run:
+            stored = f", {summary.vectors_stored} already stored" if summary.vectors_stored else ""
             out.message(f"vectors {summary.vector_source}: {summary.vectors_reused} reused, "
-                        f"{summary.vectors_computed} computed; {summary.chunks} chunks in {summary.seconds:.1f}s")
+                        f"{summary.vectors_computed} computed{stored}; {summary.chunks} chunks in "
+                        f"{summary.seconds:.1f}s")
     if summary.failed:
         raise typer.Exit(ExitCode.FAILURE)

@@ -309,6 +309,7 @@ class ImportSummary:
     problems: list[dict[str, Any]] = field(default_factory=list)  # {"line": n, "message": ...}
     vectors_reused: int = 0
     vectors_computed: int = 0
+    vectors_stored: int = 0  # needed, and already in the database's cache (an import into the same server)
     vector_source: str = ""  # how the target embedder's vectors were obtained, in words
     chunks: int = 0
     seconds: float = 0.0
@@ -522,6 +523,7 @@ class Importer:
             return
         absent = vectors.missing(conn, self.space, list(texts))
         todo = [h for h in texts if h in absent]
+        self.summary.vectors_stored += len(texts) - len(todo)
         if todo:
             matrix = checked(self.embedder, self.embedder.embed([texts[h] for h in todo]), len(todo))
             vectors.write(conn, self.space, todo, matrix)
@@ -683,7 +685,8 @@ class Importer:
 
         if not docs:
             return
-        reused_before, computed_before = self.summary.vectors_reused, self.summary.vectors_computed
+        reused_before, computed_before, stored_before = (self.summary.vectors_reused, self.summary.vectors_computed,
+                                                         self.summary.vectors_stored)
         try:
             with conn.begin_nested():
                 items = [c for d in docs for c in d.record["chunks"]]
@@ -708,7 +711,8 @@ class Importer:
                                          "token_count", "embed_hash"),
                         encode_rows(rows, ("int8", "int4", "int4", "text", "text", "jsonb", "int4", "bytea")))
         except BaseException:
-            self.summary.vectors_reused, self.summary.vectors_computed = reused_before, computed_before
+            self.summary.vectors_reused, self.summary.vectors_computed, self.summary.vectors_stored = (
+                reused_before, computed_before, stored_before)
             raise
         for d in docs:
             self.chunks_written += len(d.chunks)
