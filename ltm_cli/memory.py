@@ -340,6 +340,15 @@ class _Part:
         return self._memory.store
 
 
+def _as_list(value: Any) -> list[Any]:
+    """A value given where a sequence is expected: one string, bytes or path is a list of one."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return [value]
+    return list(value)
+
+
 class Settings(_Part):
     """Versioned settings: every change kept, the active value one query away."""
 
@@ -406,7 +415,8 @@ class Settings(_Part):
 class Docs(_Part):
     """Reference documents: ingest files, list, show and remove them."""
 
-    def ingest(self, paths: Sequence[str | Any], *, include: Sequence[str] = (), exclude: Sequence[str] = (),
+    def ingest(self, paths: str | os.PathLike[str] | Sequence[str | Any], *, include: Sequence[str] = (),
+               exclude: Sequence[str] = (),
                tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None, passwords: Sequence[str] = (),
                password_map: Mapping[str, str] | None = None, force: bool = False, dry_run: bool = False,
                stdin: Callable[[int], bytes] | None = None, stdin_name: str | None = None,
@@ -417,10 +427,20 @@ class Docs(_Part):
         a directory being walked are skipped unless `follow_symlinks`; with `confine_to`, nothing outside
         those directories is read. A file over `max_file_size` (bytes or "64MB"; default the configured
         max_input_size) fails alone; `stdin(limit)` must return at most limit + 1 bytes. With `sync`, documents
-        from under the named directories whose files are gone are removed afterwards (`summary.removed`)."""
+        from under the named directories whose files are gone are removed afterwards (`summary.removed`).
+        `paths` (and `include`, `exclude`, `tags`, `passwords`, `confine_to`) may be one string or path."""
         from pathlib import Path
 
+        from ltm_cli.errors import InvalidInputError
         from ltm_cli.parsing import check_range, parse_size
+
+        # One string is one path: iterating it would ingest "/" for "/some/file.pdf" (one path per character).
+        paths, include, exclude, tags, passwords, confine_to = (
+            _as_list(v) for v in (paths, include, exclude, tags, passwords, confine_to))
+        if not paths:
+            raise InvalidInputError("no path to ingest")
+        if any(not str(p).strip() for p in paths):  # Path("") is the current directory, not "nothing"
+            raise InvalidInputError("an empty path was given", hint="name a file, a directory, a glob, or - (stdin)")
 
         limit = parse_size(max_file_size, "--max-file-size") if max_file_size is not None \
             else self._memory.config.max_input_size

@@ -141,3 +141,25 @@ def test_ltm_tools_call_runs_one_tool_for_agents_that_shell_out(cli):
     assert cli("tools", "call", "settings_get", "--args", "[1]").exit_code == 4
     assert cli("tools", "call", "settings_get", "--args", "{").exit_code == 4
     assert cli("tools", "call", "docs_ingest", "--args", '{"paths": ["x"]}').exit_code == 3  # not offered
+
+
+def test_ingest_takes_one_string_or_path_as_one_path_and_refuses_an_empty_one(store, tmp_path, monkeypatch):
+    """A str was iterated: 'ab.txt' became the paths a, b, ., t, x, t, and '.' walked the current directory
+    ('/some/file.pdf' walked the whole file system)."""
+    from ltm_cli.errors import InvalidInputError
+
+    (tmp_path / "ab.txt").write_text("alpha beta gamma")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    (elsewhere / "other.txt").write_text("must not be ingested")
+    monkeypatch.chdir(elsewhere)
+    with Memory.open(store) as memory:
+        done = memory.docs.ingest(str(tmp_path / "ab.txt"), tags="one-tag")
+        assert [f.status for f in done.files] == ["added"]
+        assert memory.docs.ingest(tmp_path / "ab.txt").files[0].status == "unchanged"
+        docs = memory.docs.list()
+        assert [d.source for d in docs] == [str(tmp_path / "ab.txt")] and docs[0].tags == ["one-tag"]
+        for empty in ("", "  ", [""], []):
+            with pytest.raises(InvalidInputError):
+                memory.docs.ingest(empty)
+        assert len(memory.docs.list()) == 1
