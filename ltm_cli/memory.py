@@ -143,7 +143,8 @@ class Memory:
                             include_toc=include_toc)
 
     def _search(self, query: str, filters: Filters, *, mode: str, limit: int, context: int = 0,
-                diverse: bool = False, include_toc: bool = False, qvec: np.ndarray | None = None) -> Hits:
+                diverse: bool = False, include_toc: bool = False, qvec: np.ndarray | None = None,
+                feedback: bool = True) -> Hits:
         from ltm_cli.services.search import search
         from ltm_cli.services.settings import check_value
 
@@ -152,7 +153,7 @@ class Memory:
         check_range("context", context, 0, 50)
         embedder = self.embedder if mode != "keyword" else None
         return search(self.db, embedder, self.store, query, mode=mode, limit=limit, filters=filters,
-                      context=context, diverse=diverse, include_toc=include_toc, qvec=qvec)
+                      context=context, diverse=diverse, include_toc=include_toc, qvec=qvec, feedback=feedback)
 
     def recall(self, query: str, *, budget: int = 1500, kind: str = "all", mode: str = "hybrid",
                source: str | None = None, tags: Sequence[str] = (), meta: Mapping[str, Any] | None = None,
@@ -180,9 +181,11 @@ class Memory:
         notes: list[Hit] = []
         found: Hits | list[Hit] = []
         if with_notes:
-            # Live notes that match come first: they are dense, and distilled for exactly this.
+            # Live notes that match come first: they are dense, and distilled for exactly this. Without the
+            # feedback round: it moves the query towards the best notes themselves, so their cosine (what
+            # NOTE_MATCH judges) rose from 0.06 to 0.73 for a note that had nothing to do with the question.
             found = self._search(query, self.filters("notes", tags=tags, meta=meta, since=since, until=until),
-                                 mode=mode, limit=5, qvec=qvec)
+                                 mode=mode, limit=5, qvec=qvec, feedback=False)
             notes = [h for h in found if h.keyword_rank is not None or (h.vector_score or 0.0) >= NOTE_MATCH]
         hits: Hits | list[Hit] = []
         if rest is not None:

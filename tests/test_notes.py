@@ -239,3 +239,13 @@ def test_recall_embeds_the_query_once_and_notes_take_no_places_from_documents(st
     assert counting.texts == ["zebra fact stripes"]
     kinds = [p.kind for p in recalled.passages]
     assert kinds.count("notes") == 5 and kinds.count("docs") >= 1
+
+
+def test_recall_leaves_out_a_note_that_does_not_match_even_when_it_is_the_only_note(memory):
+    """The notes search ran the feedback round, which moves the query towards the best notes themselves: an
+    unrelated note's cosine rose past NOTE_MATCH and it led every recall."""
+    memory.notes.add("The user prefers metric units.", about="user")
+    unrelated = memory.recall("how do I list invoices?", budget=300)
+    assert not [p for p in unrelated.passages if p.kind == "notes"]
+    related = memory.recall("which units does the user prefer", budget=300)
+    assert related.passages and related.passages[0].kind == "notes"
