@@ -280,3 +280,15 @@ def test_recall_takes_the_conversation_filter_as_search_does(cli):
     assert result.exit_code == 0, result.stderr
     passages = result.json()["passages"]
     assert passages and {p["conversation_id"] for p in passages} == {"deploys"}
+
+
+def test_recall_keeps_its_budget_with_a_turn_of_one_endless_word(cli):
+    """WordPiece reads a word over 100 characters as one token: a 100,000-character hex dump counted as a
+    few tokens and came back whole under a 100-token budget."""
+    dump = "0123456789abcdef" * 6250
+    assert cli("history", "add", f"firmware image dump: {dump}", "-c", "hex", "--role", "assistant").exit_code == 0
+    result = cli("recall", "firmware image dump", "--budget", "100", "--json")
+    assert result.exit_code == 0, result.stderr
+    recalled = result.json()
+    assert recalled["tokens"] <= 100 and len(recalled["markdown"]) < 100 * 4 + 400
+    assert "firmware image dump: 0123456789abcdef" in recalled["markdown"]  # its start, cut inside the word

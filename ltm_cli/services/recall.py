@@ -51,10 +51,17 @@ def merge_overlapping(first: str, second: str) -> str:
     return first.rstrip() + "\n\n" + second.lstrip()
 
 
+LONG_WORD = 100  # characters: WordPiece reads a longer word as one [UNK] token
+CHARS_PER_TOKEN = 4  # what an LLM's tokenizer spends on such text (hex, base64, minified code), about
+
+
 def _count(text: str) -> int:
+    """Tokens of `text` for the budget: the model's WordPiece count, with each word over LONG_WORD characters
+    counted by its length instead (100,000 hex digits were one token, and blew any budget)."""
     from ltm_cli.embedders.base import count_tokens
 
-    return count_tokens([text])[0]
+    long_words = [len(w) for w in text.split() if len(w) > LONG_WORD]
+    return count_tokens([text])[0] + sum(-(-n // CHARS_PER_TOKEN) - 1 for n in long_words)
 
 
 def _doc_citation(hit: Hit) -> str:
@@ -89,7 +96,7 @@ def _render_turns(turns: dict[int, str]) -> str:
 
 
 def _clip(text: str, tokens: int) -> str:
-    """Cut text to about `tokens` tokens on a word boundary."""
+    """Cut text to about `tokens` tokens on a word boundary; a word too long to fit whole is cut inside."""
     words = text.split(" ")
     low, high = 0, len(words)
     while low < high:
@@ -98,7 +105,11 @@ def _clip(text: str, tokens: int) -> str:
             low = mid
         else:
             high = mid - 1
-    return " ".join(words[:low]) + " …"
+    kept = " ".join(words[:low])
+    room = tokens - (_count(kept) if kept else 0)
+    if low < len(words) and room > 1 and len(words[low]) > LONG_WORD:
+        kept = f"{kept} {words[low][:(room - 1) * CHARS_PER_TOKEN]}".lstrip()
+    return kept + " …"
 
 
 def recall(query: str, hits: Sequence[Hit], *, budget: int = 1500, include_toc: bool = False) -> Recall:
