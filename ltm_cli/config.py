@@ -152,6 +152,13 @@ def load_config(
 ) -> Config:
     """Resolve every option; `sources` says where each value came from."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    unknown = sorted(set(flags) - set(OPTIONS_BY_NAME))
+    if unknown:  # Memory.open(chunk_tokenz=5) must not be silently ignored
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(OPTIONS_BY_NAME), n=1)
+        raise ConfigError(f"unknown option {unknown[0]!r}",
+                          hint=f"did you mean {close[0]!r}?" if close else "see `ltm config show` for the options")
     environ = os.environ if environ is None else environ
     path = default_config_file(environ)
     file_values = _read_config_file(path, required=bool(environ.get("LTM_CONFIG")))

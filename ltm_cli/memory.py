@@ -410,8 +410,12 @@ class Settings(_Part):
 
     def import_(self, values: Mapping[str, Any], *, dry_run: bool = False, note: str | None = None,
                 by: str | None = None) -> ImportResult:
+        from ltm_cli.errors import InvalidInputError
         from ltm_cli.services import settings as svc
 
+        if not isinstance(values, Mapping):
+            raise InvalidInputError(f"settings to import must be a mapping of keys to values, got a "
+                                    f"{type(values).__name__}")
         return svc.import_values(self._db, self._store, values, dry_run=dry_run, note=note, author=by)
 
 
@@ -452,7 +456,7 @@ class Docs(_Part):
         from ltm_cli.services.ingest import IngestOptions, Ingestor
 
         options = IngestOptions(include=tuple(include), exclude=tuple(exclude), force=force, dry_run=dry_run,
-                                tags=tuple(tags), meta=dict(meta or {}), passwords=tuple(passwords),
+                                tags=tuple(tags), meta=parse_meta(meta), passwords=tuple(passwords),
                                 password_map=dict(password_map or {}),
                                 stdin_name=stdin_name or ("stdin" if "-" in paths else None),
                                 follow_symlinks=follow_symlinks, confine_to=tuple(Path(p) for p in confine_to),
@@ -492,7 +496,7 @@ class History(_Part):
         from ltm_cli.services import history as svc
 
         message = NewMessage(role=role, content=content or "", name=name, tool_name=tool, tool_args=args,
-                             tool_result=result, outcome=outcome, outcome_note=note, metadata=dict(meta or {}),
+                             tool_result=result, outcome=outcome, outcome_note=note, metadata=parse_meta(meta),
                              created_at=parse_time(at))
         return svc.add(self._db, self._memory.embedder, self._store, message, conversation=conversation, new=new,
                        title=title)
@@ -501,6 +505,7 @@ class History(_Part):
         """Record how the action of a turn turned out: success, failure, partial or unknown."""
         from ltm_cli.services import history as svc
 
+        check_range("message id", message_id, 1)
         return svc.set_outcome(self._db, self._store, message_id, outcome, note)
 
     def import_(self, data: str | Sequence[NewConversation], *, name: str = "input",
@@ -602,7 +607,7 @@ class Notes(_Part):
         from ltm_cli.services import notes as svc
 
         return svc.add(self._db, self._memory.embedder, self._store, text, about=about, tags=tags,
-                       metadata=dict(meta or {}), messages=sources, documents=documents, author=by, force=force)
+                       metadata=parse_meta(meta), messages=sources, documents=documents, author=by, force=force)
 
     def supersede(self, note_id: int, text: str, *, by: str | None = None, about: str | None = None,
                   tags: Sequence[str] | None = None, sources: Sequence[int] = (),

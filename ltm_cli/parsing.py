@@ -45,6 +45,8 @@ def parse_meta(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any
     """key=value pairs (values that are JSON, such as numbers and true, stay typed), or a mapping as it is."""
     if isinstance(items, Mapping):
         return dict(items)
+    if isinstance(items, str):  # one key=value, not one per character
+        items = [items]
     from ltm_cli.services.settings import parse_value
 
     meta: dict[str, Any] = {}
@@ -63,6 +65,8 @@ def check_range(name: str, value: int | None, low: int, high: int | None = MAX_C
     """A numeric option within [low, high], else exit 4 naming the bounds."""
     if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{name} must be a whole number, got {value!r}")
     if value < low or (high is not None and value > high):
         bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise InvalidInputError(f"{name} must be {bounds}, got {value}")

@@ -163,3 +163,33 @@ def test_ingest_takes_one_string_or_path_as_one_path_and_refuses_an_empty_one(st
             with pytest.raises(InvalidInputError):
                 memory.docs.ingest(empty)
         assert len(memory.docs.list()) == 1
+
+
+def test_python_api_mistakes_raise_ltm_errors_not_type_or_database_errors(memory):
+    """Found by a user test of the Python API: each of these raised TypeError, ValueError, AttributeError or
+    SQLAlchemy's DataError (with the SQL), or was silently changed on the way in."""
+    import datetime as dt
+
+    from ltm_cli.errors import ConfigError, InvalidInputError
+
+    bad_calls = [
+        lambda: memory.settings.set("a.b", {1, 2}),
+        lambda: memory.settings.set("a.b", dt.datetime.now()),
+        lambda: memory.settings.set("a.b", b"bytes"),
+        lambda: memory.settings.set("a.b", (1, 2)),  # stored as [1, 2] but returned as (1, 2)
+        lambda: memory.settings.set("a.b", {1: "a"}),  # stored as {"1": "a"}
+        lambda: memory.settings.import_([("a.b", 1)]),
+        lambda: memory.history.add("x", conversation="c", args={1, 2}),
+        lambda: memory.history.outcome("abc", "success"),
+        lambda: memory.search("x", limit="5"),
+        lambda: memory.search("x", limit=2.5),
+    ]
+    for number, call in enumerate(bad_calls):
+        with pytest.raises(InvalidInputError):
+            call()
+            pytest.fail(f"call {number} was accepted")
+    added = memory.history.add("deploy done", conversation="c", meta="env=prod")  # one key=value, not per char
+    assert memory.history.list(conversation="c")[-1].metadata == {"env": "prod"} and added.message_id
+    with pytest.raises(ConfigError, match="unknown option 'chunk_tokenz'") as refused:
+        Memory.open(chunk_tokenz=5)
+    assert "chunk_tokens" in refused.value.hint

@@ -100,11 +100,17 @@ def check_value(value: Any, key: str = "value") -> Any:
         raise InvalidInputError(f"{key} is not a finite number")
     elif isinstance(value, dict):
         for k, v in value.items():
+            if not isinstance(k, str):  # JSON would turn {1: "a"} into {"1": "a"}
+                raise InvalidInputError(f"{key} has a key that is not a string: {k!r}")
             check_value(k, key)
             check_value(v, key)
     elif isinstance(value, list):
         for v in value:
             check_value(v, key)
+    elif value is not None and not isinstance(value, (bool, int, float)):
+        # a set, tuple, datetime, bytes…: what JSON cannot hold as it is, refused rather than changed on the way
+        raise InvalidInputError(f"{key} is a {type(value).__name__}, which JSON cannot hold",
+                                hint="use a JSON value: string, number, boolean, null, list or object")
     return value
 
 
