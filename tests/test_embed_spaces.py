@@ -222,3 +222,17 @@ def test_drop_refuses_the_active_space_and_drops_an_old_one(cli, filled, store: 
         assert conn.execute(text("SELECT count(*) FROM embeddings WHERE space_id = :s"), {"s": space}).scalar() == 0
         assert not vectors.has_index(conn, space)
     assert cli("embed", "drop", "hash", "--dimensions", "384", "--yes").exit_code == 7  # the configured one
+
+
+def test_drop_refuses_a_space_holding_the_vectors_of_a_store_that_is_not_pinned_to_one(cli, store, tmp_path):
+    """A store without an embedding.space setting searches whatever embedder the configuration names. Run with
+    another one configured (LTM_EMBEDDER, LTM_EMBEDDING_DIMENSIONS), `embed drop` counted the store's space as
+    unused and deleted every vector the store had."""
+    (tmp_path / "a.md").write_text("# Pinned?\n\nNo: this store never switched spaces.\n")
+    own = {"LTM_EMBEDDING_DIMENSIONS": "48"}
+    assert cli("ingest", str(tmp_path), env=own).exit_code == 0
+    assert cli("settings", "get", "embedding.space", env=own).exit_code == 3  # not pinned
+    other = {"LTM_EMBEDDING_DIMENSIONS": "64"}
+    refused = cli("embed", "drop", "hash:feature-hash-v1", "--dimensions", "48", "--yes", env=other)
+    assert refused.exit_code == 7 and store in refused.stderr and "embed switch" in refused.stderr
+    assert cli("search", "pinned", "--mode", "vector", "--json", env=own).json()  # its vectors are still there

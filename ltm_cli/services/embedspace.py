@@ -422,6 +422,23 @@ def _active_spaces(conn: Connection, config: Config) -> dict[tuple[str, str, int
     return found
 
 
+def _unpinned_users(conn: Connection, space_id: int) -> list[str]:
+    """Stores without an embedding.space setting whose only vectors are in this space. Which space such a
+    store searches depends on the configuration of whoever runs ltm (LTM_EMBEDDER): with another embedder
+    configured, this space would not count as active, and dropping it would leave the store with no vectors."""
+    from sqlalchemy import text
+
+    def has(where: str) -> str:
+        return " OR ".join(f"EXISTS (SELECT 1 FROM {table} x JOIN embeddings e ON e.content_hash = x.embed_hash "
+                           f"AND {where} WHERE x.store_id = s.id)" for table in ("chunks", "messages", "notes"))
+
+    return list(conn.execute(text(
+        "SELECT s.name FROM stores s LEFT JOIN LATERAL (SELECT value, deleted FROM settings WHERE store_id = s.id "
+        f"AND key = :k ORDER BY version DESC LIMIT 1) a ON true WHERE (a.value IS NULL OR a.deleted) "
+        f"AND ({has('e.space_id = :sp')}) AND NOT ({has('e.space_id <> :sp')}) ORDER BY s.name"),
+        {"k": SPACE_KEY, "sp": space_id}).scalars())
+
+
 def find_droppable(db: Database, config: Config, ref: str, dimensions: int | None = None) -> Dropped:
     """The space named by `ref` (an id, or PROVIDER:MODEL with `dimensions` when several sizes exist) with its
     vector count. ConflictError when it is the active space of any store."""
@@ -452,6 +469,11 @@ def find_droppable(db: Database, config: Config, ref: str, dimensions: int | Non
         if users:
             raise ConflictError(f"space {row.id}, {label}, is the active space of store(s) {', '.join(users)}",
                                 hint="switch those stores to another space first (`ltm embed switch`)")
+        unpinned = _unpinned_users(conn, row.id)
+        if unpinned:
+            raise ConflictError(f"space {row.id}, {label}, holds the only vectors of store(s) "
+                                f"{', '.join(unpinned)}, which search whatever embedder the configuration names",
+                                hint="pin each to its space first (`ltm embed switch PROVIDER[:MODEL] -s STORE`)")
         count = conn.execute(text("SELECT count(*) FROM embeddings WHERE space_id = :i"), {"i": row.id}).scalar()
         return Dropped(row.id, label, int(count), vectors.has_index(conn, row.id))
 
