@@ -236,3 +236,8 @@ def test_drop_refuses_a_space_holding_the_vectors_of_a_store_that_is_not_pinned_
     refused = cli("embed", "drop", "hash:feature-hash-v1", "--dimensions", "48", "--yes", env=other)
     assert refused.exit_code == 7 and store in refused.stderr and "embed switch" in refused.stderr
     assert cli("search", "pinned", "--mode", "vector", "--json", env=own).json()  # its vectors are still there
+
+
+def test_an_unknown_embedder_with_a_model_is_named_unknown(cli):
+    result = cli("embed", "migrate", "--to", "bogus:some-model")
+    assert result.exit_code == 4 and "unknown embedder 'bogus'" in result.stderr

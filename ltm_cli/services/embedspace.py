@@ -134,6 +134,9 @@ def target_embedder(config: Config, to: str | None, dimensions: int | None) -> E
     if to:
         provider, _, model = to.partition(":")
         changes["embedder"] = provider.strip()
+        from ltm_cli.embedders.registry import embedder_factory
+
+        embedder_factory(provider.strip())  # an unknown name is said as such, whatever follows the colon
         if model.strip():
             if provider.strip() != "openai":
                 raise InvalidInputError(f"the {provider} embedder has one model; give --to {provider}",
