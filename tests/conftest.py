@@ -96,18 +96,16 @@ def admin_sql(ltm_home: Path, sql: str, dbname: str = "postgres") -> None:
 
 
 @contextlib.contextmanager
-def fake_chat_server(reply: Callable[[dict, Any], dict]) -> Iterator[str]:
-    """A local OpenAI-compatible chat-completions server: `reply(request body, headers)` gives the assistant
-    message. Yields the base URL (…/v1). Only what is outside the machine is faked: the model."""
+def local_http_server(answer: Callable[[str, bytes, Any], tuple[int, bytes]]) -> Iterator[str]:
+    """A local HTTP server for what lies outside the machine (a model's API): `answer(path, body, headers)`
+    gives (status, JSON bytes) for each POST. Yields the base URL (…/v1)."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's name)
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            assert self.path == "/v1/chat/completions", self.path
-            data = json.dumps({"choices": [{"index": 0, "message": reply(body, self.headers)}]}).encode()
-            self.send_response(200)
+            status, data = answer(self.path, self.rfile.read(int(self.headers["Content-Length"])), self.headers)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -122,3 +120,17 @@ def fake_chat_server(reply: Callable[[dict, Any], dict]) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     finally:
         server.shutdown()
+
+
+@contextlib.contextmanager
+def fake_chat_server(reply: Callable[[dict, Any], dict]) -> Iterator[str]:
+    """A local OpenAI-compatible chat-completions server: `reply(request body, headers)` gives the assistant
+    message. Yields the base URL (…/v1). Only what is outside the machine is faked: the model."""
+
+    def answer(path: str, body: bytes, headers: Any) -> tuple[int, bytes]:
+        assert path == "/v1/chat/completions", path
+        message = reply(json.loads(body), headers)
+        return 200, json.dumps({"choices": [{"index": 0, "message": message}]}).encode()
+
+    with local_http_server(answer) as url:
+        yield url
