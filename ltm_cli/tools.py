@@ -172,15 +172,22 @@ def _where_whole(hit: Hit, seq: int | None = None) -> str:
                f"{hit.document_id}"
     if hit.kind == "notes":
         return f"the whole note: ltm note show {hit.id}"
-    return f"the whole turn: ltm history show {shlex.quote(hit.conversation_id or '')} (turn {seq or hit.seq})"
+    return (f"the whole turn: history_show with conversation {hit.conversation_id} and seq {seq or hit.seq} "
+            f"(ltm history show {shlex.quote(hit.conversation_id or '')})")
+
+
+TURN_FIELDS = ("id", "seq", "role", "name", "content", "tool_name", "tool_args", "tool_result", "outcome",
+               "outcome_note")
 
 
 def _turn(turn: dict[str, Any], hit: Hit) -> dict[str, Any]:
     """A turn around a history hit, each of its texts cut to CONTEXT_CHARS (the hit's own turn to TEXT_CHARS)."""
     limit = TEXT_CHARS if turn["id"] == hit.id else CONTEXT_CHARS
-    whole = _where_whole(hit, turn["seq"])
-    data = {k: turn[k] for k in ("id", "seq", "role", "name", "content", "tool_name", "tool_args", "tool_result",
-                                 "outcome", "outcome_note")}
+    return _cut_turn({k: turn[k] for k in TURN_FIELDS}, limit, _where_whole(hit, turn["seq"]))
+
+
+def _cut_turn(data: dict[str, Any], limit: int, whole: str) -> dict[str, Any]:
+    """A turn's texts (content, tool arguments and result, outcome note) cut to `limit`, saying where the whole is."""
     data["content"] = _cut(data["content"], limit, whole)
     data["tool_result"] = _cut(data["tool_result"], limit, whole)
     if data["tool_args"] is not None:
@@ -376,6 +383,30 @@ def _history_search(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
     return _hits_result(a["query"], hits)
 
 
+SHOW_TURNS = 20  # turns history_show returns without a seq: the most recent ones
+
+
+def _history_show(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
+    """One turn whole (with `seq`: what a cut hit points to), else the conversation's latest turns, each cut."""
+    info, messages = m.history.show(a["conversation"])
+    if a.get("seq") is not None:
+        turns = [t for t in messages if t.seq == a["seq"]]
+        if not turns:
+            raise NotFoundError(f"conversation {info.id} has no turn {a['seq']} (it has {len(messages)})")
+        limit = None
+    else:
+        turns, limit = messages[-SHOW_TURNS:], TEXT_CHARS
+    shown = []
+    for t in turns:
+        data = {k: getattr(t, k) for k in TURN_FIELDS}
+        if limit is not None:
+            data = _cut_turn(data, limit, f"history_show with conversation {info.id} and seq {t.seq} returns it "
+                                          f"whole")
+        shown.append({**data, "at": to_jsonable(t.created_at)})
+    return _json_result({"conversation": info.id, "title": info.title, "turns_in_conversation": len(messages),
+                         "turns": shown})
+
+
 def _docs_list(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
     docs = m.docs.list(tag=a.get("tag"), source=a.get("source"), limit=a.get("limit", 50))
     return _json_result({"documents": [{"id": d.id, "title": d.title, "source": d.source, "type": d.media_type,
@@ -526,6 +557,12 @@ TOOLS: tuple[Tool, ...] = (
                "context": _int("Turns shown before and after each hit.", 1, 0, 10),
                **{k: FILTERS[k] for k in ("outcome", "role", "conversation", "since", "until")}}, ("query",)),
          _history_search, read_only=True, title="Search history"),
+    Tool("history_show", "Read a past conversation: one turn whole (give its seq, e.g. to read a hit that "
+         f"history_search cut), else its latest {SHOW_TURNS} turns, each cut at {TEXT_CHARS:,} characters.",
+         _obj({"conversation": _name("The conversation id (history_search and log_turn give it)."),
+               "seq": {"type": "integer", "minimum": 1, "description": "The turn to read whole."}},
+              ("conversation",)),
+         _history_show, read_only=True, title="Read a conversation"),
     Tool("remember", "Remember a durable fact or lesson for later conversations: a user preference (\"the user "
          "prefers metric units\"), how something works here, what went wrong and why. Give it a subject (`about`) "
          "and the message ids it came from. If the same fact is already remembered, that note comes back instead; "

@@ -47,7 +47,8 @@ def test_an_mcp_client_drives_all_three_kinds_of_memory_over_stdio(store, cli, t
             names = {t.name for t in (await client.list_tools()).tools}
             assert names == {"settings_get", "settings_set", "settings_list", "settings_history", "settings_revert",
                              "memory_search", "memory_recall", "log_turn", "record_outcome", "history_search",
-                             "remember", "supersede_note", "forget_note", "docs_list", "docs_ingest"}
+                             "history_show", "remember", "supersede_note", "forget_note", "docs_list",
+                             "docs_ingest"}
             # settings: set with a note, read, history records the client's name, revert
             r = await client.call_tool("settings_set", {"key": "voice.speed", "value": 1.2, "note": "user asked"})
             assert not r.is_error and r.structured_content["version"] == 1
@@ -147,7 +148,8 @@ def test_read_only_serves_only_tools_that_do_not_write(store):
         async with _client(_params("--read-only", "--allow-path", ".")) as client:
             tools = (await client.list_tools()).tools
             assert {t.name for t in tools} == {"settings_get", "settings_list", "settings_history",
-                                               "memory_search", "memory_recall", "history_search", "docs_list"}
+                                               "memory_search", "memory_recall", "history_search", "history_show",
+                                               "docs_list"}
             assert all(t.annotations.read_only_hint for t in tools)
             r = await client.call_tool("settings_set", {"key": "a", "value": 1})
             assert r.is_error and "read-only" in _text(r)

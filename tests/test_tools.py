@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ltm_cli import Memory
-from ltm_cli.errors import InvalidInputError
+from ltm_cli.errors import InvalidInputError, NotFoundError
 from ltm_cli.tools import CONTEXT_CHARS, GET_CHARS, QUOTE_CHARS, TEXT_CHARS, VALUE_CHARS, Caller, call
 
 
@@ -137,7 +137,14 @@ def test_a_huge_turn_comes_back_cut_with_where_to_read_it_whole(memory):
     hits = {h["id"]: h for h in result.data["hits"]}
     cut = hits[ids[1]]["text"]
     assert cut.startswith(huge[:TEXT_CHARS]) and f"{len(huge) - TEXT_CHARS:,} more characters" in cut
-    assert f"ltm history show {conversation}" in cut
+    assert f"history_show with conversation {conversation} and seq 2" in cut
+    whole = call(memory, "history_show", {"conversation": conversation, "seq": 2.0}).data["turns"]
+    assert [t["content"] for t in whole] == [huge]  # the cut turn, read whole
+    latest = call(memory, "history_show", {"conversation": conversation}).data
+    assert latest["turns_in_conversation"] == 4 and [t["seq"] for t in latest["turns"]] == [1, 2, 3, 4]
+    assert len(json.dumps(latest)) < 4 * TEXT_CHARS + 8_000  # each turn cut, with where to read it whole
+    with pytest.raises(NotFoundError):
+        call(memory, "history_show", {"conversation": conversation, "seq": 99})
     neighbour = next(t for t in hits[ids[0]]["context"] if t["id"] == ids[1])
     assert len(neighbour["content"]) < CONTEXT_CHARS + 200 and "more characters" in neighbour["content"]
     tool_turn = next(t for t in hits[ids[2]]["context"] if t["id"] == tool_id)
