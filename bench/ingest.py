@@ -369,7 +369,7 @@ def fixed_batches(texts: list[str], batch: int = 8) -> Any:
     import numpy as np
 
     from ltm_cli.embedders.base import bert_tokenizer, normalize_rows
-    from ltm_cli.embedders.local import MAX_SEQ_LENGTH
+    from ltm_cli.embedders.local import MAX_SEQ_LENGTH, mean_pooled
 
     encodings = bert_tokenizer().encode_batch(list(texts))
     out = np.zeros((len(texts), 384), dtype=np.float32)
@@ -378,16 +378,7 @@ def fixed_batches(texts: list[str], batch: int = 8) -> Any:
         rows = order[start:start + batch]
         ids = [encodings[i].ids[:MAX_SEQ_LENGTH] for i in rows]
         ids = [x if len(x) < MAX_SEQ_LENGTH else x[:MAX_SEQ_LENGTH - 1] + [x[-1]] for x in ids]
-        width = max(len(x) for x in ids)
-        input_ids = np.zeros((len(rows), width), dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for row, x in enumerate(ids):
-            input_ids[row, :len(x)] = x
-            mask[row, :len(x)] = 1
-        hidden = spinning_session().run(None, {"input_ids": input_ids, "attention_mask": mask,
-                                           "token_type_ids": np.zeros_like(input_ids)})[0]
-        weights = mask[:, :, None].astype(np.float32)
-        out[rows] = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        out[rows] = mean_pooled(spinning_session(), ids)  # the same model call; batches and threads differ
     return normalize_rows(out)
 
 

@@ -89,6 +89,21 @@ def _session(cache_dir: Path | None = None) -> Any:
         return load(source)
 
 
+def mean_pooled(session: Any, ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """One batch of token-id rows through the model, padded to the longest: each row's last hidden states
+    averaged over its own tokens (sentence-transformers' mean pooling), not yet normalised."""
+    width = max(len(x) for x in ids)
+    input_ids = np.zeros((len(ids), width), dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, x in enumerate(ids):
+        input_ids[row, :len(x)] = x
+        mask[row, :len(x)] = 1
+    hidden = session.run(None, {"input_ids": input_ids, "attention_mask": mask,
+                                "token_type_ids": np.zeros_like(input_ids)})[0]
+    weights = mask[:, :, None].astype(np.float32)
+    return (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+
+
 class LocalEmbedder:
     provider = "local"
     model = "all-MiniLM-L6-v2-int8"
@@ -113,17 +128,7 @@ class LocalEmbedder:
             ids = [encodings[i].ids[:MAX_SEQ_LENGTH] for i in batch]
             if any(len(encodings[i].ids) > MAX_SEQ_LENGTH for i in batch):
                 ids = [x if len(x) < MAX_SEQ_LENGTH else x[:MAX_SEQ_LENGTH - 1] + [x[-1]] for x in ids]
-            width = max(len(x) for x in ids)
-            input_ids = np.zeros((len(batch), width), dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            for row, x in enumerate(ids):
-                input_ids[row, :len(x)] = x
-                mask[row, :len(x)] = 1
-            hidden = _session(self.cache_dir).run(None, {"input_ids": input_ids, "attention_mask": mask,
-                                           "token_type_ids": np.zeros_like(input_ids)})[0]
-            weights = mask[:, :, None].astype(np.float32)
-            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-            out[batch] = pooled
+            out[batch] = mean_pooled(_session(self.cache_dir), ids)
         return normalize_rows(out)
 
     def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
