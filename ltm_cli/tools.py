@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ltm_cli.errors import InvalidInputError, LtmError, NotFoundError
 from ltm_cli.render import to_jsonable
+from ltm_cli.services.filters import FILTER_KINDS
 from ltm_cli.storage.names import OUTCOMES, ROLES
 
 if TYPE_CHECKING:
@@ -303,9 +304,6 @@ def _settings_revert(m: Memory, a: dict[str, Any], c: Caller) -> ToolResult:
     return _set_result(r)
 
 
-# The kinds of memory each memory_search filter applies to (as services/filters.py reads them).
-FILTER_KINDS = {"source": ("docs",), "tags": ("docs", "notes"), "role": ("history",), "outcome": ("history",),
-                "conversation": ("history",), "about": ("notes",)}
 
 
 def _search_kind(args: dict[str, Any]) -> str:

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from ltm_cli.storage.stores import StoreRef
 
 KINDS = ("docs", "history", "notes", "all")
+# The kinds of memory each filter applies to; the first is the one to name when a filter is misplaced.
+FILTER_KINDS = {"source": ("docs",), "tags": ("docs", "notes"), "role": ("history",), "outcome": ("history",),
+                "conversation": ("history",), "about": ("notes",), "closed_notes": ("notes",)}
 _PARENT = re.compile(r"\bp\.")
 
 
@@ -40,10 +43,12 @@ class Filters:
         if self.kind not in KINDS:
             raise InvalidInputError(f"unknown kind {self.kind!r}", hint=f"use one of: {', '.join(KINDS)}")
         allowed = {"docs", "history", "notes"} - set(self.skip) if self.kind == "all" else {self.kind}
-        for names, kinds, option in ((self.source, {"docs"}, "--source"), (self.tags, {"docs", "notes"}, "--tag"),
-                                     (self.role or self.outcome or self.conversation, {"history"},
+        for names, kinds, option in ((self.source, set(FILTER_KINDS["source"]), "--source"),
+                                     (self.tags, set(FILTER_KINDS["tags"]), "--tag"),
+                                     (self.role or self.outcome or self.conversation, set(FILTER_KINDS["role"]),
                                       "--role, --outcome and --conversation"),
-                                     (self.about or self.closed_notes, {"notes"}, "--about and --closed")):
+                                     (self.about or self.closed_notes, set(FILTER_KINDS["about"]),
+                                      "--about and --closed")):
             if not names:
                 continue
             if not allowed & kinds:
