@@ -236,8 +236,8 @@ def export(
 def import_(
     ctx: typer.Context,
     file: str = typer.Argument(
-        ..., help="JSON or TOML: nested objects and tables become dotted keys, {\"$value\": …} is one value; "
-                  "- reads stdin."),
+        ..., help="JSON (dotted keys, each with its value) or TOML (tables become dotted keys; a "
+                  "{\"$value\": …} table is one value); - reads stdin."),
     fmt: str = typer.Option(None, "--format", help="json or toml (default: from the file name, else json)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; write nothing."),
     note: str = NOTE_OPTION,
