@@ -12,8 +12,9 @@ from typing import IO, Any
 
 from ltm_cli.errors import InvalidInputError
 
+PERIOD_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}  # a month is 30 days, a year 365: periods, not calendar dates
 _AGO = re.compile(r"^\s*(\d{1,9})\s*([hdwmy])\s*$", re.IGNORECASE)
-_AGO_HOURS = {"h": 1, "d": 24, "w": 24 * 7, "m": 24 * 30, "y": 24 * 365}  # periods, as retention counts them
+_AGO_HOURS = {"h": 1, **{unit: 24 * days for unit, days in PERIOD_DAYS.items()}}  # as retention counts them
 TIME_HINT = "use ISO 8601 (2026-11-25T14:30) or a period back from now (2h, 7d, 12w, 6m, 1y)"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ltm_cli.errors import ConflictError, InvalidInputError, NotFoundError
-from ltm_cli.parsing import parse_time
+from ltm_cli.parsing import PERIOD_DAYS, parse_time
 from ltm_cli.services.filters import like
 from ltm_cli.storage.stores import StoreRef
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 # what each retention setting keeps: history = conversations (by their last turn), notes = closed notes
 RETENTION_KEYS = {"history": "retention.history", "notes": "retention.notes"}
 _DURATION = re.compile(r"^\s*(\d+)\s*([dwmy])\s*$", re.IGNORECASE)
-_UNIT_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}  # a month is 30 days, a year 365: periods, not calendar dates
 DURATION_HINT = "a period such as 180d, 12w, 6m (30 days each) or 1y; a bare number is days"
 
 
@@ -34,7 +33,7 @@ def parse_duration(value: Any, what: str = "period") -> dt.timedelta:
         match = _DURATION.match(str(value)) if isinstance(value, str) else None
         if match is None:
             raise InvalidInputError(f"{what}: {value!r} is not a period", hint=DURATION_HINT)
-        days = int(match.group(1)) * _UNIT_DAYS[match.group(2).lower()]
+        days = int(match.group(1)) * PERIOD_DAYS[match.group(2).lower()]
     if days < 1:
         raise InvalidInputError(f"{what}: {value!r} would keep nothing", hint="give at least 1d")
     try:
