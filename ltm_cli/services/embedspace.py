@@ -402,44 +402,52 @@ class Dropped:
     index: bool  # whether an HNSW index was dropped
 
 
-def _active_spaces(conn: Connection, config: Config) -> dict[tuple[str, str, int], list[str]]:
-    """(provider, model, dim) -> the stores it is active for: by their setting, or as the configured embedder
-    for stores that have none."""
+def _store_spaces(conn: Connection) -> tuple[dict[tuple[str, str, int], list[str]], list[str]]:
+    """(provider, model, dim) -> the stores pinned to it by their embedding.space setting; and the stores with
+    no such setting, which search whatever embedder the configuration of whoever runs ltm names."""
     from sqlalchemy import text
 
     rows = conn.execute(text(
         "SELECT s.name, a.value, a.deleted FROM stores s LEFT JOIN LATERAL (SELECT value, deleted FROM settings "
         "WHERE store_id = s.id AND key = :k ORDER BY version DESC LIMIT 1) a ON true"), {"k": SPACE_KEY}).all()
-    found: dict[tuple[str, str, int], list[str]] = {}
-    unset = [r.name for r in rows if r.value is None or r.deleted]
+    pinned: dict[tuple[str, str, int], list[str]] = {}
     for r in rows:
         if r.value is not None and not r.deleted:
-            found.setdefault((r.value["provider"], r.value["model"], int(r.value["dim"])), []).append(r.name)
+            pinned.setdefault((r.value["provider"], r.value["model"], int(r.value["dim"])), []).append(r.name)
+    return pinned, [r.name for r in rows if r.value is None or r.deleted]
+
+
+def _active_spaces(pinned: dict[tuple[str, str, int], list[str]], unpinned: list[str],
+                   config: Config) -> dict[tuple[str, str, int], list[str]]:
+    """(provider, model, dim) -> the stores it is active for: by their setting, or as the configured embedder
+    for stores that have none."""
+    found = {space: list(names) for space, names in pinned.items()}
     try:
         from ltm_cli.embedders import get_embedder
 
         configured = get_embedder(config)
-        found.setdefault((configured.provider, configured.model, configured.dim), []).extend(unset or ["(new)"])
+        found.setdefault((configured.provider, configured.model, configured.dim), []).extend(unpinned or ["(new)"])
     except Exception:  # noqa: BLE001 - a configured embedder that cannot be built protects no space
         pass
     return found
 
 
-def _unpinned_users(conn: Connection, space_id: int) -> list[str]:
-    """Stores without an embedding.space setting whose only vectors are in this space. Which space such a
-    store searches depends on the configuration of whoever runs ltm (LTM_EMBEDDER): with another embedder
+def _sole_space_of(conn: Connection, stores: list[str], space_id: int) -> list[str]:
+    """Of these stores (the unpinned ones), those whose only vectors are in this space. Which space such a store
+    searches depends on the configuration of whoever runs ltm (LTM_EMBEDDER): with another embedder
     configured, this space would not count as active, and dropping it would leave the store with no vectors."""
     from sqlalchemy import text
+
+    if not stores:
+        return []
 
     def has(where: str) -> str:
         return " OR ".join(f"EXISTS (SELECT 1 FROM {table} x JOIN embeddings e ON e.content_hash = x.embed_hash "
                            f"AND {where} WHERE x.store_id = s.id)" for table in ("chunks", "messages", "notes"))
 
     return list(conn.execute(text(
-        "SELECT s.name FROM stores s LEFT JOIN LATERAL (SELECT value, deleted FROM settings WHERE store_id = s.id "
-        f"AND key = :k ORDER BY version DESC LIMIT 1) a ON true WHERE (a.value IS NULL OR a.deleted) "
-        f"AND ({has('e.space_id = :sp')}) AND NOT ({has('e.space_id <> :sp')}) ORDER BY s.name"),
-        {"k": SPACE_KEY, "sp": space_id}).scalars())
+        f"SELECT s.name FROM stores s WHERE s.name = ANY(:names) AND ({has('e.space_id = :sp')}) "
+        f"AND NOT ({has('e.space_id <> :sp')}) ORDER BY s.name"), {"names": stores, "sp": space_id}).scalars())
 
 
 def find_droppable(db: Database, config: Config, ref: str, dimensions: int | None = None) -> Dropped:
@@ -468,14 +476,15 @@ def find_droppable(db: Database, config: Config, ref: str, dimensions: int | Non
                                     hint="give the space id, or --dimensions")
         row = rows[0]
         label = f"{row.provider}:{row.model} ({row.dim} dims)"
-        users = _active_spaces(conn, config).get((row.provider, row.model, row.dim))
+        pinned, unpinned = _store_spaces(conn)
+        users = _active_spaces(pinned, unpinned, config).get((row.provider, row.model, row.dim))
         if users:
             raise ConflictError(f"space {row.id}, {label}, is the active space of store(s) {', '.join(users)}",
                                 hint="switch those stores to another space first (`ltm embed switch`)")
-        unpinned = _unpinned_users(conn, row.id)
-        if unpinned:
+        sole = _sole_space_of(conn, unpinned, row.id)
+        if sole:
             raise ConflictError(f"space {row.id}, {label}, holds the only vectors of store(s) "
-                                f"{', '.join(unpinned)}, which search whatever embedder the configuration names",
+                                f"{', '.join(sole)}, which search whatever embedder the configuration names",
                                 hint="pin each to its space first (`ltm embed switch PROVIDER[:MODEL] -s STORE`)")
         count = conn.execute(text("SELECT count(*) FROM embeddings WHERE space_id = :i"), {"i": row.id}).scalar()
         return Dropped(row.id, label, int(count), vectors.has_index(conn, row.id))
