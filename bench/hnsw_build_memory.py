@@ -7,8 +7,8 @@ which is many times slower (bench/scale.py: 47 min for 1M chunks, a growth expon
 fixed 256MB ltm used to set). This builds the same index — ltm's expression, m and ef_construction — over the same
 rows once per setting, in a temporary embedded server, the settings alternating when --rounds > 1. `auto` is
 what `vectors.build_memory` chooses for that many rows. The vectors are mixtures of two real all-MiniLM-L6-v2
-vectors of SciFact passages plus noise (bench/.home/scifact-corpus-minilm.npy, made by bench/hnsw_study.py or
-bench/search_paired.py), so the graph has real neighbour structure. Figures go to stdout and
+vectors of SciFact passages plus noise (the SciFact vectors cached in bench/.home by bench/hnsw_study.py,
+embedded on first use), so the graph has real neighbour structure. Figures go to stdout and
 bench/results/hnsw_build_memory.json.
 """
 
@@ -27,13 +27,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.results_file import save  # noqa: E402 (needs the path above)
 
-CACHE = ROOT / "bench" / ".home" / "scifact-corpus-minilm.npy"
-
 
 def vectors(rows: int, seed: int = 7):
+    """`rows` mixtures of two real SciFact vectors (bench/hnsw_study.py's cache, embedded on first use) plus
+    noise, renormalised. The mix is this script's own (uniform weight, noise 0.02): the figures in the README
+    were measured with it."""
+    import json
+
     import numpy as np
 
-    base = np.load(CACHE).astype(np.float32)
+    from bench.hnsw_study import DATA, scifact_vectors
+
+    corpus = [json.loads(line) for line in (DATA / "corpus.jsonl").open()]
+    claims = [json.loads(line)["text"] for line in (DATA / "queries.jsonl").open()]
+    base = scifact_vectors(corpus, claims)[0].astype(np.float32)
     rng = np.random.default_rng(seed)
     a, b = rng.integers(0, len(base), rows), rng.integers(0, len(base), rows)
     mix = rng.random((rows, 1), dtype=np.float32)
